@@ -1,0 +1,50 @@
+"""learnkit: let an async orchestrator learn from its own mistakes."""
+
+from ._analytics import AnalyticsCollector, Rate
+from ._config import Config, LearningConfig, StorageConfig, ThresholdConfig, load_config
+from ._errors import (
+    ConcurrentEditError,
+    ConfigError,
+    ConfigNotFoundError,
+    LearnkitError,
+    NoKitError,
+    StoreError,
+    UnknownOperationError,
+    UnknownThresholdError,
+)
+from ._kit import Database, Kit, open
+from ._model import Operation, Outcome
+from ._stats import wilson_interval
+from ._tracking import OperationTracker, current_operation, track, tracked
+from ._writer import WriterStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AnalyticsCollector",
+    "ConcurrentEditError",
+    "Config",
+    "ConfigError",
+    "ConfigNotFoundError",
+    "Database",
+    "Kit",
+    "LearningConfig",
+    "LearnkitError",
+    "NoKitError",
+    "Operation",
+    "OperationTracker",
+    "Outcome",
+    "Rate",
+    "StorageConfig",
+    "StoreError",
+    "ThresholdConfig",
+    "UnknownOperationError",
+    "UnknownThresholdError",
+    "WriterStats",
+    "current_operation",
+    "load_config",
+    "open",
+    "track",
+    "tracked",
+    "wilson_interval",
+]

@@ -1,0 +1,312 @@
+"""learnkit.toml: attrs classes, loaded with cattrs, validated with clear errors."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+import cattrs
+from cattrs.preconf.tomllib import make_converter
+
+from ._errors import ConfigError, ConfigNotFoundError
+
+__all__ = [
+    "Config",
+    "LearningConfig",
+    "StorageConfig",
+    "ThresholdConfig",
+    "load_config",
+    "parse_config",
+]
+
+Number = int | float
+
+
+@attrs.frozen
+class LearningConfig:
+    """The ``[learning]`` table: when and how confidently to learn."""
+
+    #: Run the learning loop while a kit is open.
+    enabled: bool = True
+    #: Seconds between analyses in the learning loop.
+    analysis_interval: float = 86400.0
+    #: Fewest outcomes on each side of a comparison before anything is said.
+    min_samples: int = 10
+    #: Least posterior confidence for a recommendation (0.7: ~1 in 3 may be wrong).
+    confidence_threshold: float = 0.7
+    #: Let the learning loop apply recommendations itself.
+    auto_apply: bool = True
+    #: Cost of a failure relative to the value of a success (break-even p = c/(1+c)).
+    failure_cost: float = 1.0
+    #: Fraction of refused work attempted anyway, so a threshold can rise again.
+    explore: float = 0.05
+    #: Smallest failure-rate difference worth reporting (absolute, 0..1).
+    practical_margin: float = 0.05
+    #: False discovery rate controlled across one whole scan of patterns.
+    fdr: float = 0.1
+
+
+@attrs.frozen
+class StorageConfig:
+    """The ``[storage]`` table: where outcomes live and how they are written."""
+
+    #: SQLite file, relative to the config file.
+    path: str = "learnkit.db"
+    #: Seconds a writer waits for another process's write lock.
+    busy_timeout: float = 5.0
+    #: Most records written in one transaction.
+    batch_size: int = 2000
+    #: Seconds the writer waits before writing a partial batch.
+    flush_interval: float = 0.1
+    #: Records queued before async callers wait (backpressure).
+    max_queue: int = 100_000
+
+
+@attrs.frozen
+class ThresholdConfig:
+    """One ``[thresholds.NAME]`` table: a gate the controller may move."""
+
+    #: The value in force.
+    value: Number
+    #: The context key this threshold gates (``complexity``).
+    attribute: str
+    #: ``max``: attempt only when attribute <= value; ``min``: only when >= value.
+    limit: Literal["max", "min"] = "max"
+    #: Lowest value the controller may set.
+    min: Number | None = None
+    #: Highest value the controller may set.
+    max: Number | None = None
+    #: Largest change in one step.
+    step: Number = 1
+    #: What the threshold is for (kept in data: tomli-w writes no comments).
+    description: str = ""
+
+
+@attrs.frozen
+class Config:
+    """A whole learnkit.toml."""
+
+    learning: LearningConfig = attrs.Factory(LearningConfig)
+    storage: StorageConfig = attrs.Factory(StorageConfig)
+    thresholds: dict[str, ThresholdConfig] = attrs.Factory(dict)
+    #: The file it came from (not a key in the file).
+    path: Path = attrs.field(default=Path("learnkit.toml"), kw_only=True)
+    #: SHA-256 of the file's bytes when read, to detect edits made since.
+    digest: str = attrs.field(default="", kw_only=True)
+    #: The whole parsed document, including tables learnkit does not own.
+    document: dict[str, Any] = attrs.field(factory=dict, kw_only=True, repr=False)
+
+    @property
+    def database_path(self) -> Path:
+        """The store's file, resolved against the config file's directory."""
+        p = Path(self.storage.path).expanduser()
+        return p if p.is_absolute() else self.path.parent / p
+
+
+_OWNED = ("learning", "storage", "thresholds")
+
+
+def _strict(kind: type, accept: tuple[type, ...], name: str) -> Any:
+    def hook(value: Any, _: Any) -> Any:
+        if isinstance(value, bool) and kind is not bool:
+            raise ValueError(f"expected {name}, got a boolean")
+        if not isinstance(value, accept):
+            raise ValueError(f"expected {name}, got {type(value).__name__} {value!r}")
+        return value
+
+    return hook
+
+
+def _converter() -> cattrs.Converter:
+    conv = make_converter(forbid_extra_keys=True)
+    conv.register_structure_hook(bool, _strict(bool, (bool,), "true or false"))
+    conv.register_structure_hook(int, _strict(int, (int,), "an integer"))
+    conv.register_structure_hook(str, _strict(str, (str,), "a string"))
+
+    def number(value: Any, _: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"expected a number, got {type(value).__name__} {value!r}")
+        return value
+
+    conv.register_structure_hook(float, lambda v, t: float(number(v, t)))
+    conv.register_structure_hook(Number, number)
+    conv.register_structure_hook(Number | None, number)
+    return conv
+
+
+_CONVERTER = _converter()
+
+
+def _key_of(cattrs_path: str) -> str:
+    """``$.thresholds['a'].value`` -> ``thresholds.a.value``."""
+    key = re.sub(r"\['([^']*)'\]", r".\1", cattrs_path.removeprefix("$"))
+    return key.strip(".")
+
+
+def find_line(text: str, dotted: str) -> int | None:
+    """Best-effort line number of ``table.key`` or ``[table]`` in TOML text."""
+    parts = dotted.split(".")
+    for split in range(len(parts) - 1, -1, -1):
+        table, key = parts[:split], parts[split:]
+        header = re.compile(r"^\s*\[\s*" + r"\s*\.\s*".join(map(re.escape, table)) + r"\s*\]")
+        in_table = not table
+        lines = text.splitlines()
+        for number, line in enumerate(lines, 1):
+            if line.lstrip().startswith("["):
+                in_table = bool(table) and bool(header.match(line))
+                if in_table and not key:
+                    return number
+                continue
+            if in_table and key and re.match(r"^\s*" + re.escape(key[0]) + r"\s*=", line):
+                return number
+        if not key and in_table:
+            return None
+    return None
+
+
+def _format_exception(exc: BaseException, type_: Any) -> str:
+    if isinstance(exc, ValueError) and str(exc).startswith("expected"):
+        return str(exc)
+    return str(cattrs.v.format_exception(exc, type_))
+
+
+def _problem(message: str) -> str:
+    message = message.replace("invalid value for type, ", "")
+    m = re.match(r"unknown error \((.*) not in literal typing\.Literal\[(.*)\]\)", message)
+    if m:
+        return f"{m.group(1)!r} is not one of {m.group(2)}"
+    m = re.match(r"extra fields found \((.*)\)", message)
+    if m:
+        return f"unknown key {m.group(1)!r}"
+    if message == "required field missing":
+        return "required key missing"
+    return message
+
+
+def _valid_keys(table: str) -> str:
+    cls: type | None = {"learning": LearningConfig, "storage": StorageConfig}.get(table)
+    if table.startswith("thresholds.") and table.count(".") == 1:
+        cls = ThresholdConfig
+    elif table == "":
+        return "; valid tables: learning, storage, thresholds"
+    if cls is None:
+        return ""
+    return "; valid keys: " + ", ".join(f.name for f in attrs.fields(cls))
+
+
+def _validate(cfg: Config, report: Any) -> None:
+    lc = cfg.learning
+    if lc.min_samples < 1:
+        report("learning.min_samples", f"must be at least 1, got {lc.min_samples}")
+    for name in ("confidence_threshold", "practical_margin", "fdr"):
+        v = getattr(lc, name)
+        if not 0.0 < v < 1.0:
+            report(f"learning.{name}", f"must lie strictly between 0 and 1, got {v}")
+    if not 0.0 <= lc.explore < 1.0:
+        report("learning.explore", f"must lie in [0, 1), got {lc.explore}")
+    if not (lc.failure_cost > 0 and math.isfinite(lc.failure_cost)):
+        report("learning.failure_cost", f"must be a positive number, got {lc.failure_cost}")
+    if not lc.analysis_interval > 0:
+        report("learning.analysis_interval", "must be a positive number of seconds")
+    sc = cfg.storage
+    if not sc.path:
+        report("storage.path", "must name a file")
+    for name in ("batch_size", "max_queue"):
+        if getattr(sc, name) < 1:
+            report(f"storage.{name}", "must be at least 1")
+    for name in ("busy_timeout", "flush_interval"):
+        if not getattr(sc, name) > 0:
+            report(f"storage.{name}", "must be a positive number of seconds")
+    for tname, t in cfg.thresholds.items():
+        base = f"thresholds.{tname}"
+        if not t.attribute:
+            report(f"{base}.attribute", "must name a context key, such as 'complexity'")
+        if not t.step > 0:
+            report(f"{base}.step", f"must be positive, got {t.step}")
+        lo = -math.inf if t.min is None else t.min
+        hi = math.inf if t.max is None else t.max
+        if lo > hi:
+            report(f"{base}.min", f"min ({t.min}) is above max ({t.max})")
+        elif not lo <= t.value <= hi:
+            report(f"{base}.value", f"{t.value} lies outside [min, max] = [{t.min}, {t.max}]")
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """Parse and validate TOML text as learnkit.toml found at ``path``.
+
+    Raises:
+        ConfigError: the text is not TOML, or does not describe a valid config.
+    """
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        m = re.search(r" \(at line (\d+), column \d+\)$", msg)
+        line = int(m.group(1)) if m else None
+        msg = msg[: m.start()] if m else msg
+        raise ConfigError(path, f"not valid TOML: {msg}", line=line) from None
+
+    def report(key: str, problem: str) -> None:
+        raise ConfigError(path, problem, key=key, line=find_line(text, key))
+
+    owned = {k: v for k, v in document.items() if k in _OWNED}
+    for k in _OWNED:
+        if k in owned and not isinstance(owned[k], dict):
+            report(k, f"must be a table ([{k}]), got {type(owned[k]).__name__}")
+    try:
+        cfg = _CONVERTER.structure(owned, Config)
+    except cattrs.BaseValidationError as exc:
+        first = cattrs.transform_error(exc, format_exception=_format_exception)[0]
+        message, _, where = first.rpartition(" @ ")
+        key = _key_of(where)
+        problem = _problem(message)
+        if problem.startswith("unknown key"):
+            extra = re.match(r"unknown key '(.*)'", problem)
+            table = key
+            if extra:
+                key = f"{table}.{extra.group(1)}" if table else extra.group(1)
+            problem += _valid_keys(table)
+        raise ConfigError(path, problem, key=key or None, line=find_line(text, key)) from None
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    cfg = attrs.evolve(cfg, path=path, digest=digest, document=document)
+    _validate(cfg, report)
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    """Read learnkit.toml from ``path``.
+
+    Raises:
+        ConfigNotFoundError: there is no such file.
+        ConfigError: the file is unreadable or invalid; names file, line and key.
+    """
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigNotFoundError(p) from None
+    except IsADirectoryError:
+        raise ConfigError(p, "is a directory; pass the path of learnkit.toml") from None
+    except OSError as exc:
+        raise ConfigError(p, f"cannot be read: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(p, f"is not UTF-8 text (byte {exc.start})") from None
+    return parse_config(text, p.resolve())
+
+
+def unstructure_owned(cfg: Config) -> dict[str, Any]:
+    """The tables learnkit owns, as plain data ready for tomli-w."""
+    out: dict[str, Any] = _CONVERTER.unstructure(cfg)
+    for k in ("path", "digest", "document"):
+        out.pop(k, None)
+    for t in out.get("thresholds", {}).values():
+        for k in [k for k, v in t.items() if v is None]:
+            del t[k]
+    return out

@@ -1,0 +1,80 @@
+"""The exceptions learnkit raises: one root, one class per failure mode."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ConfigNotFoundError",
+    "ConcurrentEditError",
+    "LearnkitError",
+    "NoKitError",
+    "StoreError",
+    "UnknownOperationError",
+    "UnknownThresholdError",
+]
+
+
+class LearnkitError(Exception):
+    """Root of every exception learnkit raises on purpose."""
+
+
+class ConfigError(LearnkitError, ValueError):
+    """learnkit.toml cannot be read or does not describe a valid configuration.
+
+    The message names the file, the line where known, the key at fault and
+    what would be valid.
+    """
+
+    def __init__(
+        self,
+        path: object,
+        problem: str,
+        *,
+        key: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.path = str(path)
+        self.key = key
+        self.line = line
+        self.problem = problem
+        where = self.path if line is None else f"{self.path}:{line}"
+        what = f"{key}: " if key else ""
+        super().__init__(f"{where}: {what}{problem}")
+
+
+class ConfigNotFoundError(ConfigError, FileNotFoundError):
+    """The configuration file does not exist."""
+
+    def __init__(self, path: object) -> None:
+        ConfigError.__init__(
+            self,
+            path,
+            "no such file; create one with `learnkit init` "
+            "or pass the path of an existing learnkit.toml",
+        )
+
+
+class ConcurrentEditError(LearnkitError, RuntimeError):
+    """The config file changed between reading it and writing it back."""
+
+
+class StoreError(LearnkitError, RuntimeError):
+    """The store cannot be opened (bad path, newer schema, not a database)."""
+
+
+class UnknownOperationError(LearnkitError, KeyError):
+    """An operation id that the tracker never issued, or already completed."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownThresholdError(LearnkitError, KeyError):
+    """A threshold name that learnkit.toml does not define."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class NoKitError(LearnkitError, RuntimeError):
+    """An API that needs an open kit was called with none open."""

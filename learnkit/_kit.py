@@ -1,0 +1,204 @@
+"""The kit: config + store + writer, opened with ``learnkit.open()``."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from ._analytics import AnalyticsCollector
+from ._config import Config, load_config
+from ._model import RECORDABLE_OUTCOMES, Operation
+from ._store import SQLiteStore
+from ._tracking import OperationTracker, _current, _set_current
+from ._writer import Writer, WriterStats
+
+__all__ = ["Database", "Kit", "open"]
+
+log = logging.getLogger("learnkit")
+
+Clock = Callable[[], float]
+
+
+class Database:
+    """The kit's store handle (``kit.database``), as the specification's classes take it."""
+
+    def __init__(self, kit: Kit) -> None:
+        self.kit = kit
+
+    @property
+    def store(self) -> SQLiteStore:
+        """The underlying store."""
+        return self.kit._store
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self.kit._store.path
+
+    def now(self) -> float:
+        """The kit's clock (Unix seconds, UTC)."""
+        return self.kit._clock()
+
+
+class Kit:
+    """An open learnkit: tracking, analytics, insights and thresholds.
+
+    Made by :func:`learnkit.open`; do not construct directly.
+    """
+
+    def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self._clock: Clock = clock or time.time
+        self._store = SQLiteStore(
+            config.database_path, busy_timeout=config.storage.busy_timeout
+        )
+        self._writer = Writer(
+            self._store,
+            batch_size=config.storage.batch_size,
+            flush_interval=config.storage.flush_interval,
+            max_queue=config.storage.max_queue,
+        )
+        self.database = Database(self)
+        self.tracker = OperationTracker(self.database, log)
+        self.analytics = AnalyticsCollector(self.database, log)
+        self._closed = True
+
+    async def _open(self) -> None:
+        await self._store.open()
+        self._writer.start()
+        self._closed = False
+        if self._store.abandoned_on_open:
+            log.warning(
+                "learnkit: %d operation(s) of processes that died while running them "
+                "are now recorded as abandoned", self._store.abandoned_on_open,
+            )
+
+    def now(self) -> float:
+        """The kit's clock: Unix seconds, UTC."""
+        return self._clock()
+
+    @property
+    def stats(self) -> WriterStats:
+        """Counters of the writer: enqueued, written, queued, dropped, errors."""
+        return self._writer.stats()
+
+    def record(
+        self,
+        op_type: str,
+        *,
+        outcome: str,
+        started_at: float,
+        ended_at: float | None = None,
+        key: str | None = None,
+        error_type: str | None = None,
+        error_message: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        duration: float | None = None,
+    ) -> None:
+        """Record a finished operation with explicit times (backfill, import).
+
+        Args:
+            op_type: the kind of operation.
+            outcome: ``success``, ``failure``, ``cancelled`` or ``skipped``.
+            started_at: Unix seconds when it started.
+            ended_at: Unix seconds when it ended (default: ``started_at``).
+            key: the work item.
+            error_type: for failures, the kind of error.
+            error_message: for failures, the message.
+            context: context attributes.
+            duration: seconds; default ``ended_at - started_at``.
+
+        Raises:
+            ValueError: an argument is out of range; nothing is recorded.
+        """
+        if not isinstance(op_type, str) or not op_type:
+            raise ValueError(f"op_type must be a non-empty string, got {op_type!r}")
+        if outcome not in RECORDABLE_OUTCOMES:
+            raise ValueError(
+                f"outcome {outcome!r} is not one of {', '.join(RECORDABLE_OUTCOMES)}"
+            )
+        end = started_at if ended_at is None else ended_at
+        for name, v in (("started_at", started_at), ("ended_at", end)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be Unix seconds as a finite number, got {v!r}")
+        if end < started_at:
+            raise ValueError(f"ended_at ({end}) is before started_at ({started_at})")
+        op = Operation(
+            op_type, None if key is None else str(key), dict(context) if context else None,
+            float(started_at), 0.0, _current.get(),
+        )
+        op.ended_at = float(end)
+        op.duration = float(end - started_at) if duration is None else float(duration)
+        op.outcome = outcome
+        if outcome == "failure":
+            op.error_type = error_type or "Failure"
+        elif error_type is not None:
+            op.error_type = error_type
+        op.error_message = error_message
+        self._writer.submit(op)
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Make everything recorded so far durable; True when it all was.
+
+        Operations still running are stored as ``running``. A storage fault is
+        retried until ``timeout`` seconds pass (forever when None); it never
+        raises.
+        """
+        return await self._writer.flush(timeout)
+
+    async def aclose(self) -> None:
+        """Flush, stop the writer and close the store. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        _set_current(None, remove=self)
+        try:
+            await self._writer.aclose()
+        finally:
+            await self._store.aclose()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            warnings.warn(
+                f"learnkit kit for {self.config.path} was never closed; use "
+                "`async with learnkit.open(...)` or `await kit.aclose()`",
+                ResourceWarning,
+                stacklevel=1,
+            )
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Kit {self.config.path} {state}>"
+
+
+@asynccontextmanager
+async def open(
+    config_path: str | Path = "learnkit.toml", *, clock: Clock | None = None
+) -> AsyncIterator[Kit]:
+    """Open learnkit: load the config, open the store, start the writer.
+
+    The kit becomes *current*, so ``@tracked`` functions and ``track``
+    blocks record into it. Leaving the block flushes everything and closes.
+
+    Args:
+        config_path: learnkit.toml.
+        clock: zero-argument callable returning Unix seconds (UTC), for tests
+            and simulations; default :func:`time.time`.
+
+    Raises:
+        ConfigError: the config file is missing or invalid.
+        StoreError: the database cannot be opened.
+    """
+    kit = Kit(load_config(config_path), clock=clock)
+    await kit._open()
+    _set_current(kit)
+    try:
+        yield kit
+    finally:
+        await kit.aclose()

@@ -1,0 +1,522 @@
+"""The SQLite store: schema, migrations, batched writes with rollups, queries.
+
+Everything SQL lives here, behind :class:`Store`, so a server database can
+back many machines later without touching tracking or analytics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiosqlite
+
+from ._errors import StoreError
+from ._model import Operation
+
+__all__ = ["SQLiteStore", "Store", "encode_context"]
+
+HOUR = 3600
+
+# Each entry migrates the schema from version i to i + 1. Never edit a
+# released entry: add one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE operations (
+        id INTEGER PRIMARY KEY,
+        op_type TEXT NOT NULL,
+        key TEXT,
+        outcome TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        ended_at REAL,
+        duration REAL,
+        error_type TEXT,
+        error_message TEXT,
+        context TEXT,
+        parent_id INTEGER,
+        session_id INTEGER
+    );
+    CREATE INDEX operations_ended ON operations (ended_at);
+    CREATE INDEX operations_unfinished ON operations (started_at) WHERE ended_at IS NULL;
+    CREATE TABLE rollup_hourly (
+        op_type TEXT NOT NULL,
+        hour INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        duration_sum REAL NOT NULL,
+        PRIMARY KEY (hour, op_type, outcome)
+    ) WITHOUT ROWID;
+    CREATE TABLE sessions (
+        id INTEGER PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        pid_start TEXT,
+        started_at REAL NOT NULL,
+        heartbeat_at REAL NOT NULL,
+        ended_at REAL,
+        state TEXT NOT NULL
+    );
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+    """
+    ALTER TABLE operations ADD COLUMN admission REAL;
+    CREATE TABLE threshold_changes (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        name TEXT NOT NULL,
+        old_value REAL,
+        new_value REAL NOT NULL,
+        kind TEXT NOT NULL,
+        confidence REAL,
+        reason TEXT,
+        evidence TEXT,
+        samples INTEGER,
+        status TEXT NOT NULL DEFAULT 'applied',
+        verdict TEXT,
+        verdict_at REAL
+    );
+    CREATE INDEX threshold_changes_name ON threshold_changes (name, at);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_COLUMNS = (
+    "id, op_type, key, outcome, started_at, ended_at, duration, error_type,"
+    " error_message, context, parent_id, session_id, admission"
+)
+_INSERT = f"INSERT INTO operations ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_UPDATE = (
+    "UPDATE operations SET outcome=?, ended_at=?, duration=?, error_type=?,"
+    " error_message=?, context=?, admission=? WHERE id=?"
+)
+_ROLLUP = (
+    "INSERT INTO rollup_hourly (op_type, hour, outcome, n, duration_sum)"
+    " VALUES (?,?,?,?,?) ON CONFLICT (hour, op_type, outcome) DO UPDATE SET"
+    " n = n + excluded.n, duration_sum = duration_sum + excluded.duration_sum"
+)
+
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+
+
+def _sanitize(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    return repr(value)
+
+
+_context_cache: dict[Any, str] = {}
+
+
+def encode_context(context: dict[str, Any] | None) -> tuple[str | None, bool]:
+    """JSON text for a context dict, and whether anything had to be coerced.
+
+    Values that JSON cannot hold (objects, NaN, nested structures) are kept
+    as their ``repr`` so nothing is lost and nothing raises.
+    """
+    if not context:
+        return None, False
+    try:
+        # Contexts repeat ({"complexity": 7}); the types are part of the key
+        # because 1, 1.0 and True are equal and hash alike but encode apart.
+        key: Any = tuple([(k, v, type(v)) for k, v in context.items()])
+        text = _context_cache.get(key)
+        if text is not None:
+            return text, False
+    except TypeError:  # an unhashable value
+        key = None
+    try:
+        text = _dumps(context)
+    except (TypeError, ValueError):
+        clean = {str(k): _sanitize(v) for k, v in context.items()}
+        return _dumps(clean), True
+    if key is not None:
+        if len(_context_cache) >= 8192:
+            _context_cache.clear()
+        _context_cache[key] = text
+    return text, False
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of ``pid``, to tell a reused pid from the original."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    if fields and fields[0] in ("Z", "X"):
+        return "dead"
+    return fields[19] if len(fields) > 19 else None
+
+
+def _pid_alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    now = _process_start(pid)
+    if now == "dead":
+        return False
+    return start is None or now is None or now == start
+
+
+class Store(Protocol):
+    """What learnkit needs from a database; SQLite is the embedded default."""
+
+    session_id: int
+
+    async def write_batch(
+        self, completed: Sequence[Operation], running: Sequence[Operation]
+    ) -> int: ...
+
+    async def heartbeat(self) -> None: ...
+
+    async def outcome_counts(
+        self, start: float, end: float, *, op_type: str | None = None, by_type: bool = False
+    ) -> dict[tuple[str, str], int]: ...
+
+    async def durations(
+        self, start: float, end: float, *, op_type: str | None = None
+    ) -> list[float]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class SQLiteStore:
+    """The embedded store: one SQLite file in WAL mode, shared by processes."""
+
+    def __init__(self, path: Path, *, busy_timeout: float = 5.0, stale_after: float = 600.0):
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self.stale_after = stale_after
+        self.session_id = 0
+        self.context_coerced = 0
+        self.abandoned_on_open = 0
+        self._write: aiosqlite.Connection | None = None
+        self._read: aiosqlite.Connection | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(
+            self.path, isolation_level=None, timeout=self.busy_timeout
+        )
+        await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        return conn
+
+    async def open(self) -> None:
+        """Create or migrate the schema, register this process, recover the dead.
+
+        Raises:
+            StoreError: the file is not a database, its directory is missing,
+                or it was written by a newer learnkit.
+        """
+        if not self.path.parent.is_dir():
+            raise StoreError(
+                f"{self.path}: directory {self.path.parent} does not exist; "
+                "create it or change [storage] path"
+            )
+        try:
+            self._write = await self._connect()
+            mode = await self._scalar(self._write, "PRAGMA journal_mode = WAL")
+            if mode != "wal":
+                raise StoreError(f"{self.path}: cannot use WAL journal mode (got {mode})")
+            await self._write.execute("PRAGMA synchronous = NORMAL")
+            await self._migrate()
+            await self._register_session()
+            self._read = await self._connect()
+            await self._read.execute("PRAGMA query_only = 1")
+        except sqlite3.DatabaseError as exc:
+            await self.aclose()
+            raise StoreError(f"{self.path}: {exc}; is it a learnkit database?") from None
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def _scalar(self, conn: aiosqlite.Connection, sql: str, args: Sequence[Any] = ()) -> Any:
+        async with conn.execute(sql, args) as cur:
+            row = await cur.fetchone()
+        return None if row is None else row[0]
+
+    async def _migrate(self) -> None:
+        conn = self._conn()
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = await self._scalar(conn, "PRAGMA user_version")
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: schema version {version} was written by a newer "
+                    f"learnkit (this one knows up to {SCHEMA_VERSION}); upgrade learnkit"
+                )
+            for i in range(version, SCHEMA_VERSION):
+                for stmt in filter(str.strip, MIGRATIONS[i].split(";")):
+                    await conn.execute(stmt)
+            if version != SCHEMA_VERSION:
+                await conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+
+    async def _register_session(self) -> None:
+        conn = self._conn()
+        now = time.time()
+        host, pid = socket.gethostname(), os.getpid()
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            cur = await conn.execute(
+                "INSERT INTO sessions (host, pid, pid_start, started_at, heartbeat_at, state)"
+                " VALUES (?,?,?,?,?, 'open')",
+                (host, pid, _process_start(pid), now, now),
+            )
+            self.session_id = cur.lastrowid or 0
+            async with conn.execute(
+                "SELECT id, host, pid, pid_start, heartbeat_at FROM sessions"
+                " WHERE state = 'open' AND id != ?",
+                (self.session_id,),
+            ) as c:
+                others = list(await c.fetchall())
+            dead = [
+                sid
+                for sid, h, p, ps, hb in others
+                if (h == host and not _pid_alive(p, ps))
+                or (h != host and now - hb > self.stale_after)
+            ]
+            if dead:
+                self.abandoned_on_open = await self._abandon(conn, dead, now)
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+
+    async def _abandon(self, conn: aiosqlite.Connection, sessions: list[int], now: float) -> int:
+        marks = ",".join("?" * len(sessions))
+        where = f"ended_at IS NULL AND outcome = 'running' AND session_id IN ({marks})"
+        await conn.execute(
+            "INSERT INTO rollup_hourly (op_type, hour, outcome, n, duration_sum)"
+            f" SELECT op_type, CAST(started_at / {HOUR} AS INTEGER), 'abandoned', count(*), 0"
+            f" FROM operations WHERE {where} GROUP BY 1, 2 ON CONFLICT (hour, op_type, outcome)"
+            " DO UPDATE SET n = n + excluded.n",
+            sessions,
+        )
+        cur = await conn.execute(
+            f"UPDATE operations SET outcome = 'abandoned' WHERE {where}", sessions
+        )
+        await conn.execute(
+            f"UPDATE sessions SET state = 'crashed', ended_at = ? WHERE id IN ({marks})",
+            [now, *sessions],
+        )
+        return cur.rowcount
+
+    def _conn(self) -> aiosqlite.Connection:
+        if self._write is None:
+            raise StoreError(f"{self.path}: the store is closed")
+        return self._write
+
+    def _reader(self) -> aiosqlite.Connection:
+        if self._read is None:
+            raise StoreError(f"{self.path}: the store is closed")
+        return self._read
+
+    async def aclose(self) -> None:
+        """Mark this session closed and close both connections."""
+        if self._write is not None and self.session_id:
+            try:
+                await self._write.execute(
+                    "UPDATE sessions SET state = 'closed', ended_at = ? WHERE id = ?",
+                    (time.time(), self.session_id),
+                )
+            except sqlite3.Error:
+                pass  # a crash-closed session is recovered by the next open
+        for conn in (self._read, self._write):
+            if conn is not None:
+                try:
+                    await conn.close()
+                except (sqlite3.Error, ValueError):
+                    pass
+        self._read = self._write = None
+
+    # -- writing -----------------------------------------------------------
+
+    async def heartbeat(self) -> None:
+        """Tell other processes this session is alive (for cross-host recovery)."""
+        await self._conn().execute(
+            "UPDATE sessions SET heartbeat_at = ? WHERE id = ?", (time.time(), self.session_id)
+        )
+
+    async def write_batch(
+        self, completed: Sequence[Operation], running: Sequence[Operation]
+    ) -> int:
+        """Write one batch in one transaction; returns the rows touched.
+
+        ``completed`` operations are inserted, or update their ``running``
+        row; ``running`` ones are inserted as ``running`` unless already
+        stored. Parents get ids (and a ``running`` row) before their
+        children. Rollups change in the same transaction. Ids are assigned
+        here, under the write lock, so they increase monotonically across
+        every process sharing the file. On success, each operation's
+        ``db_id`` and ``persisted`` are set; on failure nothing changes.
+        """
+        conn = self._conn()
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            next_id = (await self._scalar(conn, "SELECT max(id) FROM operations") or 0) + 1
+            assigned: dict[Operation, int] = {}
+            ending = set(completed)
+            extra_running: list[Operation] = []
+
+            def id_of(op: Operation) -> int:
+                nonlocal next_id
+                if op.db_id is not None:
+                    return op.db_id
+                i = assigned.get(op)
+                if i is None:
+                    i = assigned[op] = next_id
+                    next_id += 1
+                    if op not in ending:
+                        extra_running.append(op)
+                return i
+
+            inserts: list[tuple[Any, ...]] = []
+            updates: list[tuple[Any, ...]] = []
+            rollup: dict[tuple[str, int, str], list[float]] = {}
+            sid = self.session_id
+            coerced = 0
+            for op in completed:
+                ctx, bad = encode_context(op.context)
+                coerced += bad
+                if op.persisted:
+                    updates.append(
+                        (op.outcome, op.ended_at, op.duration, op.error_type,
+                         op.error_message, ctx, op.admission, op.db_id)
+                    )
+                else:
+                    parent = op.parent
+                    inserts.append(
+                        (id_of(op), op.op_type, op.key, op.outcome, op.started_at,
+                         op.ended_at, op.duration, op.error_type, op.error_message, ctx,
+                         None if parent is None else id_of(parent), sid, op.admission)
+                    )
+                ended = op.ended_at if op.ended_at is not None else op.started_at
+                rk = (op.op_type, int(ended // HOUR), op.outcome)
+                acc = rollup.get(rk)
+                if acc is None:
+                    rollup[rk] = [1, op.duration or 0.0]
+                else:
+                    acc[0] += 1
+                    acc[1] += op.duration or 0.0
+            for op in running:
+                if not op.persisted and op not in ending:
+                    id_of(op)
+            i = 0
+            while i < len(extra_running):  # parents of running ops need rows too
+                op = extra_running[i]
+                ctx, bad = encode_context(op.context)
+                coerced += bad
+                parent = op.parent
+                inserts.append(
+                    (assigned[op], op.op_type, op.key, "running", op.started_at, None, None,
+                     None, None, ctx, None if parent is None else id_of(parent), sid,
+                     op.admission)
+                )
+                i += 1
+            if inserts:
+                await conn.executemany(_INSERT, inserts)
+            if updates:
+                await conn.executemany(_UPDATE, updates)
+            if rollup:
+                await conn.executemany(
+                    _ROLLUP, [(t, h, o, n, d) for (t, h, o), (n, d) in rollup.items()]
+                )
+            await conn.execute("COMMIT")
+        except BaseException:
+            try:
+                await conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+        for op, i in assigned.items():
+            op.db_id = i
+        for op in extra_running:
+            op.persisted = True
+        for op in completed:
+            op.persisted = True
+        self.context_coerced += coerced
+        return len(inserts) + len(updates)
+
+    # -- reading -----------------------------------------------------------
+
+    async def fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """Run a read-only query on the reading connection."""
+        async with self._reader().execute(sql, args) as cur:
+            return list(await cur.fetchall())
+
+    async def outcome_counts(
+        self, start: float, end: float, *, op_type: str | None = None, by_type: bool = False
+    ) -> dict[tuple[str, str], int]:
+        """Operations per (op_type or "", outcome) that ended in ``[start, end)``.
+
+        Whole hours come from the hourly rollup; only the partial hours at
+        either edge read rows, through the ``ended_at`` index. Abandoned
+        operations count at their start time (they never ended).
+        """
+        counts: dict[tuple[str, str], int] = {}
+
+        def add(rows: Iterable[Any]) -> None:
+            for t, outcome, n in rows:
+                k = (t if by_type else "", outcome)
+                counts[k] = counts.get(k, 0) + n
+
+        type_sql, type_args = ("AND op_type = ?", [op_type]) if op_type else ("", [])
+        h0, h1 = math.ceil(start / HOUR), math.floor(end / HOUR)
+        edges = [(start, end)] if h0 >= h1 else [(start, h0 * HOUR), (h1 * HOUR, end)]
+        if h0 < h1:
+            add(await self.fetchall(
+                "SELECT op_type, outcome, sum(n) FROM rollup_hourly"
+                f" WHERE hour >= ? AND hour < ? {type_sql} GROUP BY 1, 2",
+                [h0, h1, *type_args],
+            ))
+        for a, b in edges:
+            if a >= b:
+                continue
+            add(await self.fetchall(
+                "SELECT op_type, outcome, count(*) FROM operations"
+                f" WHERE ended_at >= ? AND ended_at < ? {type_sql} GROUP BY 1, 2",
+                [a, b, *type_args],
+            ))
+            add(await self.fetchall(
+                "SELECT op_type, outcome, count(*) FROM operations"
+                " WHERE ended_at IS NULL AND outcome = 'abandoned'"
+                f" AND started_at >= ? AND started_at < ? {type_sql} GROUP BY 1, 2",
+                [a, b, *type_args],
+            ))
+        return counts
+
+    async def durations(
+        self, start: float, end: float, *, op_type: str | None = None
+    ) -> list[float]:
+        """Sorted durations of operations that ended in ``[start, end)``."""
+        type_sql, type_args = ("AND op_type = ?", [op_type]) if op_type else ("", [])
+        rows = await self.fetchall(
+            "SELECT duration FROM operations WHERE ended_at >= ? AND ended_at < ?"
+            f" AND duration IS NOT NULL {type_sql} ORDER BY duration",
+            [start, end, *type_args],
+        )
+        return [r[0] for r in rows]
+
+    async def op_types(self) -> list[str]:
+        """Every operation type ever recorded (from the rollup, not the rows)."""
+        return [r[0] for r in await self.fetchall(
+            "SELECT DISTINCT op_type FROM rollup_hourly ORDER BY 1"
+        )]

@@ -1,0 +1,400 @@
+"""Instrumentation: ``@tracked``, ``track(...)`` and ``OperationTracker``.
+
+The tracking path does only in-memory work: read two clocks, build one
+:class:`Operation`, set a context variable for nesting, and hand the
+finished operation to the writer's queue.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar, overload
+
+from ._errors import UnknownOperationError
+from ._model import Operation, error_type_name
+
+if TYPE_CHECKING:
+    from ._kit import Kit
+
+__all__ = ["OperationTracker", "current_operation", "track", "tracked"]
+
+log = logging.getLogger("learnkit")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_current: contextvars.ContextVar[Operation | None] = contextvars.ContextVar(
+    "learnkit_operation", default=None
+)
+_perf = time.perf_counter
+
+
+class _State:
+    """The process-wide stack of open kits; the top one is current."""
+
+    kits: ClassVar[list[Kit]] = []
+    kit: ClassVar[Kit | None] = None
+    warned: ClassVar[bool] = False
+
+
+def _set_current(kit: Kit | None, *, remove: Kit | None = None) -> None:
+    if remove is not None:
+        if remove in _State.kits:
+            _State.kits.remove(remove)
+    if kit is not None:
+        _State.kits.append(kit)
+    _State.kit = _State.kits[-1] if _State.kits else None
+
+
+def _untracked(name: str) -> None:
+    if not _State.warned:
+        _State.warned = True
+        log.warning(
+            "learnkit: %s ran untracked because no kit is open; "
+            "wrap your program in `async with learnkit.open(...)`",
+            name,
+        )
+
+
+def current_operation() -> Operation | None:
+    """The operation being tracked in this task or thread, if any."""
+    return _current.get()
+
+
+def _finish(
+    op: Operation, exc: BaseException | None, kit: Kit, will_wait: bool = False
+) -> None:
+    """Fill in the end of ``op`` and queue it; never raises."""
+    op.duration = _perf() - op.t0
+    op.ended_at = kit._clock()
+    if exc is None:
+        if op.outcome == "running":
+            op.outcome = "success"
+    elif isinstance(exc, Exception):
+        op.outcome = "failure"
+        op.error_type = error_type_name(type(exc))
+        try:
+            op.error_message = str(exc)
+        except Exception:  # a broken __str__ must not hide the user's exception
+            op.error_message = f"<unprintable {op.error_type}>"
+    else:
+        # CancelledError, anyio/trio cancellation, KeyboardInterrupt,
+        # SystemExit, GeneratorExit: none of them is the operation failing.
+        op.outcome = "cancelled"
+        op.error_type = error_type_name(type(exc))
+    writer = kit._writer
+    writer.live.pop(op, None)
+    writer.submit(op, will_wait=will_wait)
+
+
+def _key_and_context(
+    key: Callable[..., Any] | None,
+    context: Callable[..., Mapping[str, Any]] | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    name: str,
+) -> tuple[str | None, dict[str, Any] | None]:
+    k: str | None = None
+    c: dict[str, Any] | None = None
+    try:
+        if key is not None:
+            v = key(*args, **kwargs)
+            k = None if v is None else str(v)
+        if context is not None:
+            c = dict(context(*args, **kwargs))
+    except Exception as exc:  # the user's callable is learnkit's fault here
+        log.warning("learnkit: key/context callable of %s raised %r; recorded without it",
+                    name, exc)
+    return k, c
+
+
+def _wrap(
+    fn: Callable[P, Any],
+    op_type: str,
+    key: Callable[..., Any] | None,
+    context: Callable[..., Mapping[str, Any]] | None,
+) -> Callable[P, Any]:
+    if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
+        kind = "an async generator" if inspect.isasyncgenfunction(fn) else "a generator"
+        raise TypeError(
+            f"@tracked cannot time {kind} ({fn.__qualname__}): it would measure only the "
+            "creation of the generator. Track the consuming code instead, with "
+            "`async with learnkit.track(...)` or `with learnkit.track(...)`."
+        )
+    plain = key is None and context is None
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+            kit = _State.kit
+            if kit is None:
+                _untracked(op_type)
+                return await fn(*args, **kwargs)
+            if plain:
+                k, c = None, None
+            else:
+                k, c = _key_and_context(key, context, args, kwargs, op_type)
+            op = Operation(op_type, k, c, kit._clock(), _perf(), _current.get())
+            writer = kit._writer
+            writer.live[op] = None
+            token = _current.set(op)
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                _current.reset(token)
+                _finish(op, exc, kit, will_wait=True)
+                if writer.full:
+                    await writer.wait_for_room()
+                raise
+            except BaseException as exc:  # cancelled: record, but never wait here
+                _current.reset(token)
+                _finish(op, exc, kit)
+                raise
+            _current.reset(token)
+            op.duration = _perf() - op.t0
+            op.ended_at = kit._clock()
+            if op.outcome == "running":
+                op.outcome = "success"
+            writer.live.pop(op, None)
+            writer.submit(op, will_wait=True)
+            if writer.full:
+                await writer.wait_for_room()
+            return result
+
+        return async_wrapper
+
+    @functools.wraps(fn)
+    def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+        kit = _State.kit
+        if kit is None:
+            _untracked(op_type)
+            return fn(*args, **kwargs)
+        if plain:
+            k, c = None, None
+        else:
+            k, c = _key_and_context(key, context, args, kwargs, op_type)
+        op = Operation(op_type, k, c, kit._clock(), _perf(), _current.get())
+        kit._writer.live[op] = None
+        token = _current.set(op)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            _current.reset(token)
+            _finish(op, exc, kit)
+            raise
+        _current.reset(token)
+        _finish(op, None, kit)
+        return result
+
+    return sync_wrapper
+
+
+@overload
+def tracked(fn: Callable[P, Awaitable[R]], /) -> Callable[P, Awaitable[R]]: ...
+
+
+@overload
+def tracked(fn: Callable[P, R], /) -> Callable[P, R]: ...
+
+
+@overload
+def tracked(
+    op_type: str | None = None,
+    /,
+    *,
+    key: Callable[..., Any] | None = None,
+    context: Callable[..., Mapping[str, Any]] | None = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+
+def tracked(
+    fn_or_type: Callable[P, R] | str | None = None,
+    /,
+    *,
+    key: Callable[..., Any] | None = None,
+    context: Callable[..., Mapping[str, Any]] | None = None,
+) -> Any:
+    """Record the outcome of every call of an async or sync function.
+
+    Use bare (``@tracked``: the operation type is the function's qualified
+    name) or with arguments::
+
+        @tracked("process_issue",
+                 key=lambda issue: f"issue-{issue.number}",
+                 context=lambda issue: {"complexity": issue.complexity})
+        async def process_issue(issue): ...
+
+    Args:
+        fn_or_type: the function (bare use) or the operation type.
+        key: called with the function's arguments; its result identifies the
+            work item (``"issue-123"``).
+        context: called with the function's arguments; returns a mapping of
+            context attributes (``{"complexity": 7}``).
+
+    An exception records ``failure`` with its ``module.QualName`` and message
+    and propagates unchanged; cancellation, KeyboardInterrupt and SystemExit
+    record ``cancelled``. With no kit open the function runs untracked.
+
+    Raises:
+        TypeError: the function is a generator or async generator.
+    """
+    if callable(fn_or_type):
+        f = fn_or_type
+        return _wrap(f, f.__qualname__, key, context)
+    op_type = fn_or_type
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        return _wrap(fn, op_type or fn.__qualname__, key, context)
+
+    return decorate
+
+
+class track:
+    """Track a block: ``async with track("run_tests", key="issue-1", complexity=7) as op``.
+
+    Works with ``async with`` and plain ``with``. Keyword arguments other
+    than ``key`` become context. Inside, ``op.set(...)`` adds context and
+    ``op.fail(error_type, message)`` records a failure without raising.
+    """
+
+    __slots__ = ("_context", "_key", "_kit", "_op", "_op_type", "_token")
+
+    def __init__(self, op_type: str, /, *, key: str | None = None, **context: Any) -> None:
+        self._op_type = op_type
+        self._key = key
+        self._context = context or None
+        self._op: Operation | None = None
+        self._kit: Kit | None = None
+        self._token: contextvars.Token[Operation | None] | None = None
+
+    def _enter(self) -> Operation:
+        kit = _State.kit
+        op = Operation(
+            self._op_type, self._key, self._context,
+            kit._clock() if kit is not None else time.time(), _perf(), _current.get(),
+        )
+        if kit is None:
+            _untracked(self._op_type)
+        else:
+            kit._writer.live[op] = None
+            self._kit = kit
+            self._op = op
+            self._token = _current.set(op)
+        return op
+
+    def _exit(self, exc: BaseException | None, will_wait: bool = False) -> None:
+        if self._token is not None:
+            _current.reset(self._token)
+            self._token = None
+        if self._op is not None and self._kit is not None:
+            _finish(self._op, exc, self._kit, will_wait)
+            self._op = None
+
+    async def __aenter__(self) -> Operation:
+        return self._enter()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        kit = self._kit
+        waits = exc is None or isinstance(exc, Exception)
+        self._exit(exc, waits)
+        if waits and kit is not None and kit._writer.full:
+            await kit._writer.wait_for_room()
+
+    def __enter__(self) -> Operation:
+        return self._enter()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._exit(exc)
+
+
+class OperationTracker:
+    """Explicit start/complete tracking, as in the original specification.
+
+    ``OperationTracker(kit.database, logger)``; ``kit.tracker`` is one.
+    """
+
+    def __init__(self, database: Any, logger: logging.Logger | None = None) -> None:
+        from ._kit import Database
+
+        if not isinstance(database, Database):
+            raise TypeError(
+                f"OperationTracker needs a kit's database (kit.database), "
+                f"got {type(database).__name__}"
+            )
+        self._db = database
+        self._log = logger or log
+        self._ops: dict[int, Operation] = {}
+        self._ids = itertools.count(1)
+
+    def start_operation(
+        self,
+        op_type: str,
+        key: str | None = None,
+        *,
+        context: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Start an operation; returns the id to pass to :meth:`complete_operation`.
+
+        The operation tracked in the current task, if any, becomes its parent.
+        """
+        kit = self._db.kit
+        op = Operation(
+            op_type, None if key is None else str(key), dict(context) if context else None,
+            kit._clock(), _perf(), _current.get(),
+        )
+        kit._writer.live[op] = None
+        op_id = next(self._ids)
+        self._ops[op_id] = op
+        return op_id
+
+    def complete_operation(
+        self,
+        op_id: int,
+        success: bool,
+        error_type: str | None = None,
+        error_message: str | None = None,
+        *,
+        cancelled: bool = False,
+        context: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Complete a started operation as success, failure or (``cancelled=True``) cancelled.
+
+        Raises:
+            UnknownOperationError: ``op_id`` was not started here or is already complete.
+        """
+        op = self._ops.pop(op_id, None)
+        if op is None:
+            raise UnknownOperationError(
+                f"operation id {op_id!r} is unknown or already completed; pass the id "
+                "that start_operation() returned, once"
+            )
+        if context:
+            op.set(**context)
+        if cancelled:
+            op.outcome = "cancelled"
+        elif not success:
+            op.fail(error_type or "Failure", error_message)
+        _finish(op, None, self._db.kit)
+
+    @property
+    def in_flight(self) -> int:
+        """Operations started here and not yet completed."""
+        return len(self._ops)

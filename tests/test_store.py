@@ -1,0 +1,110 @@
+"""The SQLite store: WAL, integer keys, schema versions, forward migration, bad files."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import learnkit
+from learnkit._store import MIGRATIONS, SCHEMA_VERSION
+
+from .conftest import write_config
+
+
+def pragma(db: Path, name: str) -> object:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(f"PRAGMA {name}").fetchone()[0]
+    finally:
+        conn.close()
+
+
+class TestSchema:
+    async def test_fresh_store_is_wal_and_current(self, kit: learnkit.Kit) -> None:
+        """A new database uses WAL and carries the current schema version."""
+        db = kit.database.path
+        assert pragma(db, "journal_mode") == "wal"
+        assert pragma(db, "user_version") == SCHEMA_VERSION
+
+    async def test_ids_are_increasing_integers(self, kit: learnkit.Kit) -> None:
+        """Rows are keyed by a monotonically increasing INTEGER PRIMARY KEY."""
+        for i in range(5):
+            kit.record("x", outcome="success", started_at=float(i))
+        await kit.flush()
+        for i in range(5):
+            kit.record("x", outcome="success", started_at=float(i))
+        await kit.flush()
+        conn = sqlite3.connect(kit.database.path)
+        ids = [r[0] for r in conn.execute("SELECT id FROM operations ORDER BY rowid")]
+        conn.close()
+        assert ids == list(range(1, 11))
+
+    async def test_migrates_forward_keeping_rows(self, tmp_path: Path) -> None:
+        """A database at schema version 1 is migrated on open and keeps its rows."""
+        db = tmp_path / "learnkit.db"
+        conn = sqlite3.connect(db)
+        conn.executescript(MIGRATIONS[0])
+        conn.execute(
+            "INSERT INTO operations (op_type, outcome, started_at, ended_at)"
+            " VALUES ('old', 'success', 5.0, 6.0)"
+        )
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+        conn.close()
+        async with learnkit.open(write_config(tmp_path)):
+            pass
+        assert pragma(db, "user_version") == SCHEMA_VERSION
+        conn = sqlite3.connect(db)
+        assert conn.execute("SELECT op_type, admission FROM operations").fetchall() == [
+            ("old", None)]
+        conn.close()
+
+    async def test_newer_schema_is_refused(self, tmp_path: Path) -> None:
+        """A database from a newer learnkit is not touched; the error says to upgrade."""
+        db = tmp_path / "learnkit.db"
+        conn = sqlite3.connect(db)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
+        conn.close()
+        with pytest.raises(learnkit.StoreError, match="upgrade learnkit"):
+            async with learnkit.open(write_config(tmp_path)):
+                pass
+        assert pragma(db, "user_version") == SCHEMA_VERSION + 5
+
+    async def test_not_a_database(self, tmp_path: Path) -> None:
+        """A file that is not SQLite gets a StoreError naming the file, and is left alone."""
+        db = tmp_path / "learnkit.db"
+        db.write_bytes(b"this is not sqlite" * 100)
+        with pytest.raises(learnkit.StoreError, match="learnkit.db"):
+            async with learnkit.open(write_config(tmp_path)):
+                pass
+        assert db.read_bytes() == b"this is not sqlite" * 100
+
+    async def test_missing_directory(self, tmp_path: Path) -> None:
+        """A storage path in a missing directory says which directory and how to fix it."""
+        cfg = tmp_path / "learnkit.toml"
+        cfg.write_text('[storage]\npath = "nowhere/learnkit.db"\n')
+        with pytest.raises(learnkit.StoreError, match="does not exist"):
+            async with learnkit.open(cfg):
+                pass
+
+
+class TestRollups:
+    async def test_rollups_match_rows(self, kit: learnkit.Kit) -> None:
+        """Hourly rollups, written in the same transaction, equal counts from the rows."""
+        outcomes = ["success", "failure", "cancelled", "skipped"]
+        for i in range(400):
+            kit.record(f"t{i % 3}", outcome=outcomes[i % 4], started_at=1000.0 + i * 97,
+                       ended_at=1000.0 + i * 97 + 5)
+        await kit.flush()
+        conn = sqlite3.connect(kit.database.path)
+        raw = conn.execute(
+            "SELECT op_type, CAST(ended_at / 3600 AS INTEGER), outcome, count(*)"
+            " FROM operations GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        ).fetchall()
+        rolled = conn.execute(
+            "SELECT op_type, hour, outcome, n FROM rollup_hourly ORDER BY 1, 2, 3"
+        ).fetchall()
+        conn.close()
+        assert rolled == raw

@@ -1,0 +1,339 @@
+"""The batching writer: nothing lost under load, backpressure, faults, processes, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import learnkit
+from learnkit import track, tracked
+
+from .conftest import rows, write_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def count(db: Path, where: str = "1") -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute(f"SELECT count(*) FROM operations WHERE {where}").fetchone()[0])
+    finally:
+        conn.close()
+
+
+@tracked("unit")
+async def unit(i: int) -> int:
+    if i % 7 == 0:
+        raise ValueError(i)
+    return i
+
+
+class TestVolume:
+    @pytest.mark.slow
+    async def test_100k_from_many_tasks_arrive_exactly(self, config_path: Path) -> None:
+        """100,000 tracked operations from 500 concurrent tasks are all stored, none twice."""
+
+        async def worker(w: int) -> None:
+            for j in range(200):
+                try:
+                    await unit(w * 200 + j)
+                except ValueError:
+                    pass
+                if j % 50 == 0:
+                    await asyncio.sleep(0)
+
+        async with learnkit.open(config_path) as kit:
+            await asyncio.gather(*(worker(w) for w in range(500)))
+            assert await kit.flush()
+            stats = kit.stats
+        db = config_path.parent / "learnkit.db"
+        assert count(db) == 100_000
+        assert count(db, "outcome = 'failure'") == len([i for i in range(100_000) if i % 7 == 0])
+        assert (stats.enqueued, stats.written, stats.dropped) == (100_000, 100_000, 0)
+        conn = sqlite3.connect(db)
+        rolled = conn.execute("SELECT sum(n) FROM rollup_hourly").fetchone()[0]
+        conn.close()
+        assert rolled == 100_000
+
+    async def test_backpressure_keeps_every_async_record(self, tmp_path: Path) -> None:
+        """With a tiny queue, async callers wait instead of losing records."""
+        cfg = write_config(tmp_path, max_queue=20, batch_size=10)
+        async with learnkit.open(cfg) as kit:
+            for i in range(2000):
+                async with track("bp", i=i):
+                    pass
+            await kit.flush()
+            assert kit.stats.dropped == 0
+        assert count(tmp_path / "learnkit.db") == 2000
+
+    async def test_sync_caller_on_the_loop_drops_are_counted(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A sync caller that cannot wait overfills to 2x max_queue, then drops, counted and logged."""
+        cfg = write_config(tmp_path, max_queue=10, batch_size=1000)
+
+        @tracked("tight")
+        def tight() -> None:
+            pass
+
+        async with learnkit.open(cfg) as kit:
+            for _ in range(25):  # never yields to the writer
+                tight()
+            assert kit.stats.dropped == 5
+            await kit.flush()
+        assert count(tmp_path / "learnkit.db") == 20
+        assert "dropped 1 record(s)" in caplog.text
+
+    async def test_threads_wait_for_room(self, tmp_path: Path) -> None:
+        """Sync callers in other threads block until the writer makes room; nothing is lost."""
+        cfg = write_config(tmp_path, max_queue=5, batch_size=5)
+
+        @tracked("threaded")
+        def work() -> None:
+            pass
+
+        def many() -> None:
+            for _ in range(300):
+                work()
+
+        async with learnkit.open(cfg) as kit:
+            await asyncio.gather(*(asyncio.to_thread(many) for _ in range(4)))
+            await kit.flush()
+            assert kit.stats.dropped == 0
+        assert count(tmp_path / "learnkit.db") == 1200
+
+
+class TestRunningRows:
+    async def test_start_and_end_in_one_batch_make_one_row(self, kit: learnkit.Kit) -> None:
+        """Short operations produce exactly one row each and no running rows."""
+        for i in range(50):
+            async with track("short", i=i):
+                pass
+        await kit.flush()
+        assert count(kit.database.path) == 50
+        assert count(kit.database.path, "outcome = 'running'") == 0
+
+    async def test_running_at_flush_is_stored_then_completed_in_place(
+        self, kit: learnkit.Kit
+    ) -> None:
+        """An operation running at a flush is a 'running' row, later updated (same id)."""
+        gate = asyncio.Event()
+
+        @tracked("long")
+        async def long() -> None:
+            await gate.wait()
+
+        task = asyncio.create_task(long())
+        await asyncio.sleep(0.01)
+        await kit.flush()
+        before = rows(kit.database.path)
+        assert [(r["op_type"], r["outcome"], r["ended_at"]) for r in before] == [
+            ("long", "running", None)]
+        gate.set()
+        await task
+        await kit.flush()
+        after = rows(kit.database.path)
+        assert [(r["id"], r["outcome"]) for r in after] == [(before[0]["id"], "success")]
+
+    async def test_child_of_unstored_parent_gets_parent_row(self, kit: learnkit.Kit) -> None:
+        """A child written while its parent still runs makes the parent a running row first."""
+        async with track("parent"):
+            async with track("child"):
+                pass
+            await kit.flush()
+            mid = rows(kit.database.path)
+            assert {r["op_type"]: r["outcome"] for r in mid} == {
+                "parent": "running", "child": "success"}
+            parent_id = next(r["id"] for r in mid if r["op_type"] == "parent")
+            assert next(r["parent_id"] for r in mid if r["op_type"] == "child") == parent_id
+        await kit.flush()
+        assert {r["op_type"]: r["outcome"] for r in rows(kit.database.path)} == {
+            "parent": "success", "child": "success"}
+
+
+class TestFaults:
+    async def test_locked_database_is_retried_not_raised(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """While another process holds the write lock, tracking goes on; records arrive after."""
+        cfg = write_config(tmp_path, busy_timeout=0.05)
+        async with learnkit.open(cfg) as kit:
+            blocker = sqlite3.connect(tmp_path / "learnkit.db", isolation_level=None)
+            blocker.execute("BEGIN EXCLUSIVE")
+            for i in range(30):
+                async with track("locked", i=i):
+                    pass
+            assert await kit.flush(timeout=0.3) is False
+            assert kit.stats.write_errors >= 1
+            assert "locked" in (kit.stats.last_error or "")
+            blocker.execute("COMMIT")
+            blocker.close()
+            assert await kit.flush(timeout=10) is True
+        assert count(tmp_path / "learnkit.db") == 30
+        assert "kept and retried" in caplog.text
+
+    async def test_full_database_is_retried_not_raised(self, kit: learnkit.Kit) -> None:
+        """SQLITE_FULL (a real page limit) keeps the records; they land once space returns."""
+        store = kit._store
+        assert store._write is not None
+        async with store._write.execute("PRAGMA page_count") as cur:
+            pages = (await cur.fetchone())[0]  # type: ignore[index]
+        await store._write.execute(f"PRAGMA max_page_count = {pages}")
+        for i in range(3000):
+            kit.record("big", outcome="failure", started_at=1000.0 + i,
+                       error_message="x" * 200)
+        assert await kit.flush(timeout=0.3) is False
+        assert "full" in (kit.stats.last_error or "")
+        await store._write.execute("PRAGMA max_page_count = 1073741823")
+        assert await kit.flush(timeout=10) is True
+        assert count(kit.database.path) == 3000
+        assert kit.stats.dropped == 0
+
+
+WRITER = textwrap.dedent(
+    """
+    import asyncio, sys
+    import learnkit
+
+    @learnkit.tracked("proc", key=lambda tag, i: f"{tag}-{i}")
+    async def op(tag, i):
+        if i % 5 == 0:
+            raise RuntimeError("x")
+
+    async def main(tag, n):
+        async with learnkit.open(sys.argv[1]) as kit:
+            for i in range(n):
+                try:
+                    await op(tag, i)
+                except RuntimeError:
+                    pass
+                if i % 100 == 0:
+                    await asyncio.sleep(0)
+            assert await kit.flush()
+            assert kit.stats.dropped == 0
+
+    asyncio.run(main(sys.argv[2], int(sys.argv[3])))
+    """
+)
+
+
+class TestProcesses:
+    @pytest.mark.slow
+    def test_four_processes_one_database(self, tmp_path: Path) -> None:
+        """Four processes writing one database at once lose nothing and share unique ids."""
+        cfg = write_config(tmp_path, batch_size=200)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        procs = [
+            subprocess.Popen([sys.executable, "-c", WRITER, str(cfg), f"p{k}", "5000"], env=env)
+            for k in range(4)
+        ]
+        assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
+        db = tmp_path / "learnkit.db"
+        assert count(db) == 20_000
+        for k in range(4):
+            assert count(db, f"key LIKE 'p{k}-%'") == 5000
+        conn = sqlite3.connect(db)
+        assert conn.execute("SELECT count(DISTINCT session_id) FROM operations").fetchone()[0] == 4
+        assert conn.execute("SELECT sum(n) FROM rollup_hourly").fetchone()[0] == 20_000
+        conn.close()
+
+
+CRASHER = textwrap.dedent(
+    """
+    import asyncio, sys
+    import learnkit
+
+    async def forever(i):
+        async with learnkit.track("hung", key=f"hung-{i}"):
+            await asyncio.sleep(3600)
+
+    @learnkit.tracked("quick", key=lambda i: f"q-{i}")
+    async def quick(i):
+        return i
+
+    async def main():
+        async with learnkit.open(sys.argv[1]) as kit:
+            hung = [asyncio.create_task(forever(i)) for i in range(7)]
+            for i in range(20000):
+                await quick(i)
+            await asyncio.sleep(0)
+            assert await kit.flush()
+            print("FLUSHED", 20000, flush=True)
+            i = 20000
+            while True:  # keep loading until killed
+                await quick(i)
+                i += 1
+                if i % 500 == 0:
+                    await asyncio.sleep(0)
+
+    asyncio.run(main())
+    """
+)
+
+
+class TestCrash:
+    @pytest.mark.slow
+    def test_sigkill_under_load(self, tmp_path: Path) -> None:
+        """After SIGKILL: integrity holds, flushed work is all there, running rows are abandoned."""
+        cfg = write_config(tmp_path)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CRASHER, str(cfg)], env=env, stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.strip() == "FLUSHED 20000"
+        time.sleep(0.3)  # under load: the writer is mid-stream
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        db = tmp_path / "learnkit.db"
+        conn = sqlite3.connect(db)
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        conn.close()
+        assert count(db, "op_type = 'quick' AND CAST(substr(key, 3) AS INTEGER) < 20000") == 20000
+        assert count(db, "op_type = 'hung' AND outcome = 'running'") == 7
+
+        async def reopen() -> learnkit.WriterStats:
+            async with learnkit.open(cfg) as kit:
+                return kit.stats
+
+        stats = asyncio.run(reopen())
+        assert stats.abandoned_on_open == 7
+        assert count(db, "op_type = 'hung' AND outcome = 'abandoned'") == 7
+        assert count(db, "outcome = 'running'") == 0
+        conn = sqlite3.connect(db)
+        n = conn.execute(
+            "SELECT sum(n) FROM rollup_hourly WHERE op_type = 'hung' AND outcome = 'abandoned'"
+        ).fetchone()[0]
+        conn.close()
+        assert n == 7
+
+    async def test_live_sessions_are_not_abandoned(self, config_path: Path) -> None:
+        """A second kit on the same file leaves the first one's running rows alone."""
+        async with learnkit.open(config_path) as first:
+            gate = asyncio.Event()
+
+            async def hold() -> None:
+                async with track("held"):
+                    await gate.wait()
+
+            t = asyncio.create_task(hold())
+            await asyncio.sleep(0.01)
+            await first.flush()
+            async with learnkit.open(config_path) as second:
+                assert second.stats.abandoned_on_open == 0
+            gate.set()
+            await t
+        assert count(config_path.parent / "learnkit.db", "outcome = 'success'") == 1
+
+
