@@ -71,7 +71,8 @@ async def process_issue(issue: Issue, rng: random.Random) -> None:
         p_fail = 0.08 + 0.09 * max(0, issue.complexity - 5)
         if rng.random() < p_fail:
             op.set(failing_tests=rng.randint(1, 12))
-            raise TestFailure(f"{rng.randint(1, 12)} unit tests failed in test_module_{rng.randint(1, 40)}.py")
+            failed, module = rng.randint(1, 12), rng.randint(1, 40)
+            raise TestFailure(f"{failed} unit tests failed in test_module_{module}.py")
 
 
 async def main(workdir: Path) -> None:
