@@ -140,7 +140,7 @@ def raw_rate(workdir: Path, n: int, batch: int) -> float:
     # does none of the writer's work of turning operations into rows.
     rows = [
         (i + 1, op.op_type, op.key, op.outcome, op.started_at, op.ended_at, op.duration,
-         op.error_type, op.error_message, encode_context(op.context)[0], None, 1, None)
+         op.error_type, op.error_message, encode_context(op.op_type, op.context)[0], None, 1, None)
         for i, op in enumerate(ops)
     ]
     rollup = [("process_issue", int(op.ended_at // 3600), op.outcome, 1, 0.5)  # type: ignore[operator]

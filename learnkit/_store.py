@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiosqlite
+import attrs
 
 from ._errors import StoreError
 from ._model import Operation
+from ._rollup import Aggregate, context_items
 
-__all__ = ["SQLiteStore", "Store", "encode_context"]
+__all__ = ["SQLiteStore", "Store", "WindowStats", "encode_context"]
 
 HOUR = 3600
 
@@ -84,6 +86,38 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX threshold_changes_name ON threshold_changes (name, at);
     """,
+    """
+    CREATE TABLE context_rollup (
+        hour INTEGER NOT NULL,
+        op_type TEXT NOT NULL,
+        attr TEXT NOT NULL,
+        value TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (hour, op_type, attr, value, outcome)
+    ) WITHOUT ROWID;
+    CREATE TABLE error_rollup (
+        hour INTEGER NOT NULL,
+        op_type TEXT NOT NULL,
+        error_type TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        example TEXT NOT NULL,
+        PRIMARY KEY (hour, op_type, error_type, signature)
+    ) WITHOUT ROWID;
+    CREATE TABLE error_context_rollup (
+        hour INTEGER NOT NULL,
+        op_type TEXT NOT NULL,
+        error_type TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        attr TEXT NOT NULL,
+        value TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (hour, op_type, error_type, signature, attr, value)
+    ) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -101,6 +135,21 @@ _ROLLUP = (
     " VALUES (?,?,?,?,?) ON CONFLICT (hour, op_type, outcome) DO UPDATE SET"
     " n = n + excluded.n, duration_sum = duration_sum + excluded.duration_sum"
 )
+_CONTEXT_ROLLUP = (
+    "INSERT INTO context_rollup (hour, op_type, attr, value, outcome, n) VALUES (?,?,?,?,?,?)"
+    " ON CONFLICT (hour, op_type, attr, value, outcome) DO UPDATE SET n = n + excluded.n"
+)
+_ERROR_ROLLUP = (
+    "INSERT INTO error_rollup (hour, op_type, error_type, signature, n, first_seen, last_seen,"
+    " example) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (hour, op_type, error_type, signature)"
+    " DO UPDATE SET n = n + excluded.n, first_seen = min(first_seen, excluded.first_seen),"
+    " last_seen = max(last_seen, excluded.last_seen)"
+)
+_ERROR_CONTEXT_ROLLUP = (
+    "INSERT INTO error_context_rollup (hour, op_type, error_type, signature, attr, value, n)"
+    " VALUES (?,?,?,?,?,?,?) ON CONFLICT (hour, op_type, error_type, signature, attr, value)"
+    " DO UPDATE SET n = n + excluded.n"
+)
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
 
@@ -113,36 +162,42 @@ def _sanitize(value: Any) -> Any:
     return repr(value)
 
 
-_context_cache: dict[Any, str] = {}
+_context_cache: dict[Any, tuple[str | None, bool, tuple[tuple[str, str], ...]]] = {}
 
 
-def encode_context(context: dict[str, Any] | None) -> tuple[str | None, bool]:
-    """JSON text for a context dict, and whether anything had to be coerced.
+_NO_ITEMS: tuple[tuple[str, str], ...] = ()
+
+
+def encode_context(
+    op_type: str, context: dict[str, Any] | None
+) -> tuple[str | None, bool, tuple[tuple[str, str], ...]]:
+    """JSON text for a context, whether anything was coerced, and its rollup items.
 
     Values that JSON cannot hold (objects, NaN, nested structures) are kept
     as their ``repr`` so nothing is lost and nothing raises.
     """
     if not context:
-        return None, False
+        return None, False, _NO_ITEMS
     try:
         # Contexts repeat ({"complexity": 7}); the types are part of the key
         # because 1, 1.0 and True are equal and hash alike but encode apart.
-        key: Any = tuple([(k, v, type(v)) for k, v in context.items()])
-        text = _context_cache.get(key)
-        if text is not None:
-            return text, False
+        key: Any = (op_type, tuple([(k, v, type(v)) for k, v in context.items()]))
+        hit = _context_cache.get(key)
+        if hit is not None:
+            return hit
     except TypeError:  # an unhashable value
         key = None
+    items = context_items(op_type, context)
     try:
-        text = _dumps(context)
+        out = (_dumps(context), False, items)
     except (TypeError, ValueError):
         clean = {str(k): _sanitize(v) for k, v in context.items()}
-        return _dumps(clean), True
+        return _dumps(clean), True, items
     if key is not None:
         if len(_context_cache) >= 8192:
             _context_cache.clear()
-        _context_cache[key] = text
-    return text, False
+        _context_cache[key] = out
+    return out
 
 
 def _process_start(pid: int) -> str | None:
@@ -169,6 +224,44 @@ def _pid_alive(pid: int, start: str | None) -> bool:
     if now == "dead":
         return False
     return start is None or now is None or now == start
+
+
+@attrs.define
+class WindowStats:
+    """Counts for one window, from rollups plus the edge rows (no hour except outcomes)."""
+
+    start: float
+    end: float
+    #: (op_type, hour, outcome) -> operations
+    outcomes: dict[tuple[str, int, str], int] = attrs.Factory(dict)
+    #: (op_type, attribute, value JSON, outcome) -> operations
+    context: dict[tuple[str, str, str, str], int] = attrs.Factory(dict)
+    #: (op_type, error_type, signature) -> [count, first_seen, last_seen, example]
+    errors: dict[tuple[str, str, str], list[Any]] = attrs.Factory(dict)
+    #: (op_type, error_type, signature, attribute, value JSON) -> failures
+    error_context: dict[tuple[str, str, str, str, str], int] = attrs.Factory(dict)
+
+    def merge(self, agg: Aggregate) -> None:
+        """Add an :class:`Aggregate` (edge rows) into these counts."""
+        for (t, h, o), (n, _) in agg.outcomes.items():
+            k = (t, h, o)
+            self.outcomes[k] = self.outcomes.get(k, 0) + int(n)
+        for (_, t, a, v, o), n in agg.context.items():
+            ck = (t, a, v, o)
+            self.context[ck] = self.context.get(ck, 0) + n
+        for (_, t, et, sig), (n, first, last, ex) in agg.errors.items():
+            ek = (t, et, sig)
+            e = self.errors.get(ek)
+            if e is None:
+                self.errors[ek] = [n, first, last, ex]
+            else:
+                e[0] += n
+                e[1] = min(e[1], first)
+                if last > e[2]:
+                    e[2], e[3] = last, ex
+        for (_, t, et, sig, a, v), n in agg.error_context.items():
+            eck = (t, et, sig, a, v)
+            self.error_context[eck] = self.error_context.get(eck, 0) + n
 
 
 class Store(Protocol):
@@ -390,11 +483,12 @@ class SQLiteStore:
 
             inserts: list[tuple[Any, ...]] = []
             updates: list[tuple[Any, ...]] = []
-            rollup: dict[tuple[str, int, str], list[float]] = {}
+            agg = Aggregate()
+            add = agg.add
             sid = self.session_id
             coerced = 0
             for op in completed:
-                ctx, bad = encode_context(op.context)
+                ctx, bad, items = encode_context(op.op_type, op.context)
                 coerced += bad
                 if op.persisted:
                     updates.append(
@@ -409,20 +503,15 @@ class SQLiteStore:
                          None if parent is None else id_of(parent), sid, op.admission)
                     )
                 ended = op.ended_at if op.ended_at is not None else op.started_at
-                rk = (op.op_type, int(ended // HOUR), op.outcome)
-                acc = rollup.get(rk)
-                if acc is None:
-                    rollup[rk] = [1, op.duration or 0.0]
-                else:
-                    acc[0] += 1
-                    acc[1] += op.duration or 0.0
+                add(op.op_type, op.outcome, ended, op.duration, items, op.error_type,
+                    op.error_message)
             for op in running:
                 if not op.persisted and op not in ending:
                     id_of(op)
             i = 0
             while i < len(extra_running):  # parents of running ops need rows too
                 op = extra_running[i]
-                ctx, bad = encode_context(op.context)
+                ctx, bad, _ = encode_context(op.op_type, op.context)
                 coerced += bad
                 parent = op.parent
                 inserts.append(
@@ -435,10 +524,7 @@ class SQLiteStore:
                 await conn.executemany(_INSERT, inserts)
             if updates:
                 await conn.executemany(_UPDATE, updates)
-            if rollup:
-                await conn.executemany(
-                    _ROLLUP, [(t, h, o, n, d) for (t, h, o), (n, d) in rollup.items()]
-                )
+            await self._write_rollups(conn, agg)
             await conn.execute("COMMIT")
         except BaseException:
             try:
@@ -454,6 +540,24 @@ class SQLiteStore:
             op.persisted = True
         self.context_coerced += coerced
         return len(inserts) + len(updates)
+
+    async def _write_rollups(self, conn: aiosqlite.Connection, agg: Aggregate) -> None:
+        if agg.outcomes:
+            await conn.executemany(
+                _ROLLUP, [(t, h, o, n, d) for (t, h, o), (n, d) in agg.outcomes.items()]
+            )
+        if agg.context:
+            await conn.executemany(
+                _CONTEXT_ROLLUP, [(*k, n) for k, n in agg.context.items()]
+            )
+        if agg.errors:
+            await conn.executemany(
+                _ERROR_ROLLUP, [(*k, *v) for k, v in agg.errors.items()]
+            )
+        if agg.error_context:
+            await conn.executemany(
+                _ERROR_CONTEXT_ROLLUP, [(*k, n) for k, n in agg.error_context.items()]
+            )
 
     # -- reading -----------------------------------------------------------
 
@@ -514,6 +618,59 @@ class SQLiteStore:
             [start, end, *type_args],
         )
         return [r[0] for r in rows]
+
+    async def window_stats(self, start: float, end: float) -> WindowStats:
+        """Everything analysis needs about ``[start, end)``, from rollups.
+
+        Whole hours come from the rollup tables, aggregated in SQL; the
+        partial hours at either edge are read as rows and aggregated the way
+        the writer does, so the result is exact at the boundaries.
+        """
+        ws = WindowStats(start, end)
+        h0, h1 = math.ceil(start / HOUR), math.floor(end / HOUR)
+        if h0 < h1:
+            args = [h0, h1]
+            for t, h, o, n in await self.fetchall(
+                "SELECT op_type, hour, outcome, n FROM rollup_hourly"
+                " WHERE hour >= ? AND hour < ?", args,
+            ):
+                ws.outcomes[(t, h, o)] = n
+            for t, a, v, o, n in await self.fetchall(
+                "SELECT op_type, attr, value, outcome, sum(n) FROM context_rollup"
+                " WHERE hour >= ? AND hour < ? GROUP BY 1, 2, 3, 4", args,
+            ):
+                ws.context[(t, a, v, o)] = n
+            for t, et, sig, n, first, last, example in await self.fetchall(
+                "SELECT op_type, error_type, signature, sum(n), min(first_seen),"
+                " max(last_seen), example FROM error_rollup"
+                " WHERE hour >= ? AND hour < ? GROUP BY 1, 2, 3", args,
+            ):
+                ws.errors[(t, et, sig)] = [n, first, last, example]
+            for t, et, sig, a, v, n in await self.fetchall(
+                "SELECT op_type, error_type, signature, attr, value, sum(n)"
+                " FROM error_context_rollup WHERE hour >= ? AND hour < ?"
+                " GROUP BY 1, 2, 3, 4, 5", args,
+            ):
+                ws.error_context[(t, et, sig, a, v)] = n
+        edges = [(start, end)] if h0 >= h1 else [(start, h0 * HOUR), (h1 * HOUR, end)]
+        agg = Aggregate()
+        for a, b in edges:
+            if a >= b:
+                continue
+            for t, o, ended, dur, ctx, et, msg in await self.fetchall(
+                "SELECT op_type, outcome, ended_at, duration, context, error_type,"
+                " error_message FROM operations WHERE ended_at >= ? AND ended_at < ?",
+                [a, b],
+            ):
+                items = context_items(t, json.loads(ctx)) if ctx else ()
+                agg.add(t, o, ended, dur, items, et, msg)
+            for t, started in await self.fetchall(
+                "SELECT op_type, started_at FROM operations WHERE ended_at IS NULL"
+                " AND outcome = 'abandoned' AND started_at >= ? AND started_at < ?", [a, b],
+            ):
+                agg.add(t, "abandoned", started, None, (), None, None)
+        ws.merge(agg)
+        return ws
 
     async def op_types(self) -> list[str]:
         """Every operation type ever recorded (from the rollup, not the rows)."""
