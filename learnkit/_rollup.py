@@ -93,15 +93,21 @@ def error_signature(message: str | None) -> str:
 
 
 class Aggregate:
-    """Counts for the four rollups, accumulated in memory."""
+    """Counts for the four rollups, accumulated in memory.
 
-    __slots__ = ("context", "error_context", "errors", "outcomes")
+    :meth:`add` does one dictionary update per operation, keyed by everything
+    that matters; the four rollups are expanded from the distinct keys on
+    first access, which is far fewer than the operations.
+    """
+
+    __slots__ = ("_context", "_error_context", "_errors", "_outcomes", "_raw")
 
     def __init__(self) -> None:
-        self.outcomes: dict[tuple[str, int, str], list[float]] = {}
-        self.context: dict[tuple[int, str, str, str, str], int] = {}
-        self.errors: dict[tuple[int, str, str, str], list[Any]] = {}
-        self.error_context: dict[tuple[int, str, str, str, str, str], int] = {}
+        self._raw: dict[tuple[Any, ...], list[Any]] = {}
+        self._outcomes: dict[tuple[str, int, str], list[float]] | None = None
+        self._context: dict[tuple[int, str, str, str, str], int] = {}
+        self._errors: dict[tuple[int, str, str, str], list[Any]] = {}
+        self._error_context: dict[tuple[int, str, str, str, str, str], int] = {}
 
     def add(
         self,
@@ -109,37 +115,83 @@ class Aggregate:
         outcome: str,
         ended: float,
         duration: float | None,
-        items: Iterable[tuple[str, str]],
+        items: tuple[tuple[str, str], ...],
         error_type: str | None,
         message: str | None,
     ) -> None:
         """Count one ended operation."""
         hour = int(ended // HOUR)
-        k = (op_type, hour, outcome)
-        acc = self.outcomes.get(k)
+        if outcome == "failure":
+            key: tuple[Any, ...] = (op_type, hour, outcome, items, error_type, message)
+        else:
+            key = (op_type, hour, outcome, items)
+        acc = self._raw.get(key)
         if acc is None:
-            self.outcomes[k] = [1, duration or 0.0]
+            self._raw[key] = [1, duration or 0.0, ended, ended]
         else:
             acc[0] += 1
             acc[1] += duration or 0.0
-        ctx = self.context
-        for attr, value in items:
-            ck = (hour, op_type, attr, value, outcome)
-            ctx[ck] = ctx.get(ck, 0) + 1
-        if outcome == "failure":
-            et = error_type or "Failure"
+            if ended < acc[2]:
+                acc[2] = ended
+            elif ended > acc[3]:
+                acc[3] = ended
+
+    def _expand(self) -> dict[tuple[str, int, str], list[float]]:
+        if self._outcomes is not None:
+            return self._outcomes
+        outcomes: dict[tuple[str, int, str], list[float]] = {}
+        ctx, errs, ectx = self._context, self._errors, self._error_context
+        for key, (n, dur, first, last) in self._raw.items():
+            op_type, hour, outcome, items = key[0], key[1], key[2], key[3]
+            ok = (op_type, hour, outcome)
+            o = outcomes.get(ok)
+            if o is None:
+                outcomes[ok] = [n, dur]
+            else:
+                o[0] += n
+                o[1] += dur
+            for attr, value in items:
+                ck = (hour, op_type, attr, value, outcome)
+                ctx[ck] = ctx.get(ck, 0) + n
+            if outcome != "failure":
+                continue
+            message = key[5]
+            et = key[4] or "Failure"
             sig = error_signature(message)
             ek = (hour, op_type, et, sig)
-            e = self.errors.get(ek)
+            e = errs.get(ek)
             if e is None:
-                self.errors[ek] = [1, ended, ended, message or ""]
+                errs[ek] = [n, first, last, message or ""]
             else:
-                e[0] += 1
-                if ended < e[1]:
-                    e[1] = ended
-                if ended > e[2]:
-                    e[2] = ended
-            ec = self.error_context
+                e[0] += n
+                e[1] = min(e[1], first)
+                if last > e[2]:
+                    e[2], e[3] = last, message or ""
             for attr, value in items:
                 eck = (hour, op_type, et, sig, attr, value)
-                ec[eck] = ec.get(eck, 0) + 1
+                ectx[eck] = ectx.get(eck, 0) + n
+        self._outcomes = outcomes
+        return outcomes
+
+    @property
+    def outcomes(self) -> dict[tuple[str, int, str], list[float]]:
+        """(op_type, hour, outcome) -> [operations, summed duration]."""
+        return self._expand()
+
+    @property
+    def context(self) -> dict[tuple[int, str, str, str, str], int]:
+        """(hour, op_type, attribute, value, outcome) -> operations."""
+        self._expand()
+        return self._context
+
+    @property
+    def errors(self) -> dict[tuple[int, str, str, str], list[Any]]:
+        """(hour, op_type, error_type, signature) -> [failures, first, last, example]."""
+        self._expand()
+        return self._errors
+
+    @property
+    def error_context(self) -> dict[tuple[int, str, str, str, str, str], int]:
+        """(hour, op_type, error_type, signature, attribute, value) -> failures."""
+        self._expand()
+        return self._error_context

@@ -6,15 +6,18 @@ back many machines later without touching tracking or analytics.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import math
 import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiosqlite
 import attrs
@@ -23,7 +26,9 @@ from ._errors import StoreError
 from ._model import Operation
 from ._rollup import Aggregate, context_items
 
-__all__ = ["SQLiteStore", "Store", "WindowStats", "encode_context"]
+T = TypeVar("T")
+
+__all__ = ["Prepared", "SQLiteStore", "Store", "WindowStats", "encode_context"]
 
 HOUR = 3600
 
@@ -125,7 +130,8 @@ _COLUMNS = (
     "id, op_type, key, outcome, started_at, ended_at, duration, error_type,"
     " error_message, context, parent_id, session_id, admission"
 )
-_INSERT = f"INSERT INTO operations ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_NCOLS = _COLUMNS.count(",") + 1
+_INSERT = f"INSERT INTO operations ({_COLUMNS}) VALUES ({','.join('?' * _NCOLS)})"
 _UPDATE = (
     "UPDATE operations SET outcome=?, ended_at=?, duration=?, error_type=?,"
     " error_message=?, context=?, admission=? WHERE id=?"
@@ -181,7 +187,7 @@ def encode_context(
     try:
         # Contexts repeat ({"complexity": 7}); the types are part of the key
         # because 1, 1.0 and True are equal and hash alike but encode apart.
-        key: Any = (op_type, tuple([(k, v, type(v)) for k, v in context.items()]))
+        key: Any = (op_type, tuple(context.items()), tuple(map(type, context.values())))
         hit = _context_cache.get(key)
         if hit is not None:
             return hit
@@ -270,7 +276,7 @@ class Store(Protocol):
     session_id: int
 
     async def write_batch(
-        self, completed: Sequence[Operation], running: Sequence[Operation]
+        self, completed: Sequence[Operation], running: Sequence[Operation] = ()
     ) -> int: ...
 
     async def heartbeat(self) -> None: ...
@@ -286,8 +292,39 @@ class Store(Protocol):
     async def aclose(self) -> None: ...
 
 
+@attrs.define
+class Prepared:
+    """One batch turned into rows, ready to commit (ids already assigned)."""
+
+    inserts: list[tuple[Any, ...]]
+    updates: list[tuple[Any, ...]]
+    agg: Aggregate
+    coerced: int
+
+    @property
+    def rows(self) -> int:
+        """Rows this batch inserts or updates."""
+        return len(self.inserts) + len(self.updates)
+
+    def insert_chunks(self, per_statement: int) -> Iterator[tuple[int, list[Any]]]:
+        """The inserts as (rows, flat parameters) for multi-row INSERT statements."""
+        rows = self.inserts
+        for k in range(0, len(rows), per_statement):
+            chunk = rows[k : k + per_statement]
+            yield len(chunk), [x for row in chunk for x in row]
+
+
 class SQLiteStore:
-    """The embedded store: one SQLite file in WAL mode, shared by processes."""
+    """The embedded store: one SQLite file in WAL mode, shared by processes.
+
+    Writes run in one dedicated thread with its own connection, so that a
+    batch commits while the event loop prepares the next one; reads use an
+    aiosqlite connection. Ids come from blocks reserved atomically in the
+    ``meta`` table: each process appends increasing ids within its block
+    and no two processes ever share one.
+    """
+
+    ID_BLOCK = 100_000
 
     def __init__(self, path: Path, *, busy_timeout: float = 5.0, stale_after: float = 600.0):
         self.path = path
@@ -296,17 +333,41 @@ class SQLiteStore:
         self.session_id = 0
         self.context_coerced = 0
         self.abandoned_on_open = 0
-        self._write: aiosqlite.Connection | None = None
+        self._conn: sqlite3.Connection | None = None
         self._read: aiosqlite.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._next_id = 0
+        self._id_limit = 0  # exclusive
+        self._rows_per_insert = 500
+        self._insert_cache: dict[int, str] = {}
+
+    # -- the write thread --------------------------------------------------
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise StoreError(f"{self.path}: the store is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _w(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"{self.path}: the store is closed")
+        return self._conn
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self._w()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+        conn.execute("COMMIT")
 
     # -- lifecycle ---------------------------------------------------------
-
-    async def _connect(self) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(
-            self.path, isolation_level=None, timeout=self.busy_timeout
-        )
-        await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-        return conn
 
     async def open(self) -> None:
         """Create or migrate the schema, register this process, recover the dead.
@@ -320,15 +381,13 @@ class SQLiteStore:
                 f"{self.path}: directory {self.path.parent} does not exist; "
                 "create it or change [storage] path"
             )
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="learnkit-writer")
         try:
-            self._write = await self._connect()
-            mode = await self._scalar(self._write, "PRAGMA journal_mode = WAL")
-            if mode != "wal":
-                raise StoreError(f"{self.path}: cannot use WAL journal mode (got {mode})")
-            await self._write.execute("PRAGMA synchronous = NORMAL")
-            await self._migrate()
-            await self._register_session()
-            self._read = await self._connect()
+            await self._in_thread(self._open_sync)
+            self._read = await aiosqlite.connect(
+                self.path, isolation_level=None, timeout=self.busy_timeout
+            )
+            await self._read.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             await self._read.execute("PRAGMA query_only = 1")
         except sqlite3.DatabaseError as exc:
             await self.aclose()
@@ -337,16 +396,21 @@ class SQLiteStore:
             await self.aclose()
             raise
 
-    async def _scalar(self, conn: aiosqlite.Connection, sql: str, args: Sequence[Any] = ()) -> Any:
-        async with conn.execute(sql, args) as cur:
-            row = await cur.fetchone()
-        return None if row is None else row[0]
-
-    async def _migrate(self) -> None:
-        conn = self._conn()
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = await self._scalar(conn, "PRAGMA user_version")
+    def _open_sync(self) -> None:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, timeout=self.busy_timeout,
+            check_same_thread=False,
+        )
+        self._conn = conn
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise StoreError(f"{self.path}: cannot use WAL journal mode (got {mode})")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        self._rows_per_insert = max(1, min(2000, limit // _NCOLS))
+        with self._transaction():
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise StoreError(
                     f"{self.path}: schema version {version} was written by a newer "
@@ -354,32 +418,30 @@ class SQLiteStore:
                 )
             for i in range(version, SCHEMA_VERSION):
                 for stmt in filter(str.strip, MIGRATIONS[i].split(";")):
-                    await conn.execute(stmt)
+                    conn.execute(stmt)
             if version != SCHEMA_VERSION:
-                await conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            await conn.execute("COMMIT")
-        except BaseException:
-            await conn.execute("ROLLBACK")
-            raise
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('next_id',"
+                " (SELECT coalesce(max(id), 0) + 1 FROM operations))"
+            )
+        self._register_session()
 
-    async def _register_session(self) -> None:
-        conn = self._conn()
+    def _register_session(self) -> None:
         now = time.time()
         host, pid = socket.gethostname(), os.getpid()
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            cur = await conn.execute(
+        with self._transaction() as conn:
+            cur = conn.execute(
                 "INSERT INTO sessions (host, pid, pid_start, started_at, heartbeat_at, state)"
                 " VALUES (?,?,?,?,?, 'open')",
                 (host, pid, _process_start(pid), now, now),
             )
             self.session_id = cur.lastrowid or 0
-            async with conn.execute(
+            others = conn.execute(
                 "SELECT id, host, pid, pid_start, heartbeat_at FROM sessions"
                 " WHERE state = 'open' AND id != ?",
                 (self.session_id,),
-            ) as c:
-                others = list(await c.fetchall())
+            ).fetchall()
             dead = [
                 sid
                 for sid, h, p, ps, hb in others
@@ -387,177 +449,205 @@ class SQLiteStore:
                 or (h != host and now - hb > self.stale_after)
             ]
             if dead:
-                self.abandoned_on_open = await self._abandon(conn, dead, now)
-            await conn.execute("COMMIT")
-        except BaseException:
-            await conn.execute("ROLLBACK")
-            raise
+                self.abandoned_on_open = self._abandon(conn, dead, now)
 
-    async def _abandon(self, conn: aiosqlite.Connection, sessions: list[int], now: float) -> int:
+    def _abandon(self, conn: sqlite3.Connection, sessions: list[int], now: float) -> int:
         marks = ",".join("?" * len(sessions))
         where = f"ended_at IS NULL AND outcome = 'running' AND session_id IN ({marks})"
-        await conn.execute(
+        conn.execute(
             "INSERT INTO rollup_hourly (op_type, hour, outcome, n, duration_sum)"
             f" SELECT op_type, CAST(started_at / {HOUR} AS INTEGER), 'abandoned', count(*), 0"
             f" FROM operations WHERE {where} GROUP BY 1, 2 ON CONFLICT (hour, op_type, outcome)"
             " DO UPDATE SET n = n + excluded.n",
             sessions,
         )
-        cur = await conn.execute(
-            f"UPDATE operations SET outcome = 'abandoned' WHERE {where}", sessions
-        )
-        await conn.execute(
+        cur = conn.execute(f"UPDATE operations SET outcome = 'abandoned' WHERE {where}", sessions)
+        conn.execute(
             f"UPDATE sessions SET state = 'crashed', ended_at = ? WHERE id IN ({marks})",
             [now, *sessions],
         )
         return cur.rowcount
-
-    def _conn(self) -> aiosqlite.Connection:
-        if self._write is None:
-            raise StoreError(f"{self.path}: the store is closed")
-        return self._write
 
     def _reader(self) -> aiosqlite.Connection:
         if self._read is None:
             raise StoreError(f"{self.path}: the store is closed")
         return self._read
 
-    async def aclose(self) -> None:
-        """Mark this session closed and close both connections."""
-        if self._write is not None and self.session_id:
+    def _close_sync(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if self.session_id:
             try:
-                await self._write.execute(
+                conn.execute(
                     "UPDATE sessions SET state = 'closed', ended_at = ? WHERE id = ?",
                     (time.time(), self.session_id),
                 )
             except sqlite3.Error:
-                pass  # a crash-closed session is recovered by the next open
-        for conn in (self._read, self._write):
-            if conn is not None:
-                try:
-                    await conn.close()
-                except (sqlite3.Error, ValueError):
-                    pass
-        self._read = self._write = None
+                pass  # a session left open is recovered by the next open
+        conn.close()
+
+    async def aclose(self) -> None:
+        """Mark this session closed and close both connections."""
+        if self._read is not None:
+            try:
+                await self._read.close()
+            except (sqlite3.Error, ValueError):
+                pass
+            self._read = None
+        if self._executor is not None:
+            try:
+                await self._in_thread(self._close_sync)
+            except sqlite3.Error:
+                pass
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     # -- writing -----------------------------------------------------------
 
     async def heartbeat(self) -> None:
         """Tell other processes this session is alive (for cross-host recovery)."""
-        await self._conn().execute(
-            "UPDATE sessions SET heartbeat_at = ? WHERE id = ?", (time.time(), self.session_id)
-        )
 
-    async def write_batch(
+        def beat() -> None:
+            self._w().execute(
+                "UPDATE sessions SET heartbeat_at = ? WHERE id = ?",
+                (time.time(), self.session_id),
+            )
+
+        await self._in_thread(beat)
+
+    async def reserve_ids(self, needed: int) -> None:
+        """Make sure at least ``needed`` ids are reserved for this process."""
+        if self._id_limit - self._next_id >= needed:
+            return
+
+        def reserve() -> tuple[int, int]:
+            block = max(self.ID_BLOCK, needed)
+            with self._transaction() as conn:
+                first = int(conn.execute(
+                    "SELECT value FROM meta WHERE key = 'next_id'").fetchone()[0])
+                conn.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'next_id'", (str(first + block),))
+            return first, first + block
+
+        self._next_id, self._id_limit = await self._in_thread(reserve)
+
+    def prepare(
         self, completed: Sequence[Operation], running: Sequence[Operation]
-    ) -> int:
-        """Write one batch in one transaction; returns the rows touched.
+    ) -> Prepared:
+        """Turn a batch into rows and rollup counts (no I/O; the loop thread).
 
         ``completed`` operations are inserted, or update their ``running``
-        row; ``running`` ones are inserted as ``running`` unless already
-        stored. Parents get ids (and a ``running`` row) before their
-        children. Rollups change in the same transaction. Ids are assigned
-        here, under the write lock, so they increase monotonically across
-        every process sharing the file. On success, each operation's
-        ``db_id`` and ``persisted`` are set; on failure nothing changes.
+        row; ``running`` ones become ``running`` rows unless already stored.
+        Parents get an id (and a ``running`` row if not stored yet) before
+        their children. Call :meth:`reserve_ids` with
+        ``2 * (len(completed) + len(running))`` first. Batches must then be
+        committed in the order they were prepared.
         """
-        conn = self._conn()
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            next_id = (await self._scalar(conn, "SELECT max(id) FROM operations") or 0) + 1
-            assigned: dict[Operation, int] = {}
-            ending = set(completed)
-            extra_running: list[Operation] = []
+        ending = set(completed)
+        extra_running: list[Operation] = []
 
-            def id_of(op: Operation) -> int:
-                nonlocal next_id
-                if op.db_id is not None:
-                    return op.db_id
-                i = assigned.get(op)
-                if i is None:
-                    i = assigned[op] = next_id
-                    next_id += 1
-                    if op not in ending:
-                        extra_running.append(op)
-                return i
+        def id_of(op: Operation) -> int:
+            i = op.db_id
+            if i is None:
+                i = op.db_id = self._next_id
+                self._next_id += 1
+                if op not in ending and not op.persisted:
+                    extra_running.append(op)
+            return i
 
-            inserts: list[tuple[Any, ...]] = []
-            updates: list[tuple[Any, ...]] = []
-            agg = Aggregate()
-            add = agg.add
-            sid = self.session_id
-            coerced = 0
-            for op in completed:
-                ctx, bad, items = encode_context(op.op_type, op.context)
-                coerced += bad
-                if op.persisted:
-                    updates.append(
-                        (op.outcome, op.ended_at, op.duration, op.error_type,
-                         op.error_message, ctx, op.admission, op.db_id)
-                    )
-                else:
-                    parent = op.parent
-                    inserts.append(
-                        (id_of(op), op.op_type, op.key, op.outcome, op.started_at,
-                         op.ended_at, op.duration, op.error_type, op.error_message, ctx,
-                         None if parent is None else id_of(parent), sid, op.admission)
-                    )
-                ended = op.ended_at if op.ended_at is not None else op.started_at
-                add(op.op_type, op.outcome, ended, op.duration, items, op.error_type,
-                    op.error_message)
-            for op in running:
-                if not op.persisted and op not in ending:
-                    id_of(op)
-            i = 0
-            while i < len(extra_running):  # parents of running ops need rows too
-                op = extra_running[i]
-                ctx, bad, _ = encode_context(op.op_type, op.context)
-                coerced += bad
+        inserts: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
+        agg = Aggregate()
+        add = agg.add
+        sid = self.session_id
+        coerced = 0
+        for op in completed:
+            ctx, bad, items = encode_context(op.op_type, op.context)
+            coerced += bad
+            if op.persisted:
+                updates.append(
+                    (op.outcome, op.ended_at, op.duration, op.error_type,
+                     op.error_message, ctx, op.admission, op.db_id)
+                )
+            else:
                 parent = op.parent
                 inserts.append(
-                    (assigned[op], op.op_type, op.key, "running", op.started_at, None, None,
-                     None, None, ctx, None if parent is None else id_of(parent), sid,
-                     op.admission)
+                    (id_of(op), op.op_type, op.key, op.outcome, op.started_at,
+                     op.ended_at, op.duration, op.error_type, op.error_message, ctx,
+                     None if parent is None else id_of(parent), sid, op.admission)
                 )
-                i += 1
-            if inserts:
-                await conn.executemany(_INSERT, inserts)
-            if updates:
-                await conn.executemany(_UPDATE, updates)
-            await self._write_rollups(conn, agg)
-            await conn.execute("COMMIT")
-        except BaseException:
-            try:
-                await conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            raise
-        for op, i in assigned.items():
-            op.db_id = i
-        for op in extra_running:
+                op.persisted = True
+            ended = op.ended_at if op.ended_at is not None else op.started_at
+            add(op.op_type, op.outcome, ended, op.duration, items, op.error_type,
+                op.error_message)
+        for op in running:
+            if not op.persisted and op not in ending and op.db_id is None:
+                id_of(op)
+        i = 0
+        while i < len(extra_running):  # parents of running ops need rows too
+            op = extra_running[i]
+            ctx, bad, _ = encode_context(op.op_type, op.context)
+            coerced += bad
+            parent = op.parent
+            inserts.append(
+                (op.db_id, op.op_type, op.key, "running", op.started_at, None, None,
+                 None, None, ctx, None if parent is None else id_of(parent), sid,
+                 op.admission)
+            )
             op.persisted = True
-        for op in completed:
-            op.persisted = True
-        self.context_coerced += coerced
-        return len(inserts) + len(updates)
+            i += 1
+        return Prepared(inserts, updates, agg, coerced)
 
-    async def _write_rollups(self, conn: aiosqlite.Connection, agg: Aggregate) -> None:
-        if agg.outcomes:
-            await conn.executemany(
-                _ROLLUP, [(t, h, o, n, d) for (t, h, o), (n, d) in agg.outcomes.items()]
+    def _insert_sql(self, rows: int) -> str:
+        sql = self._insert_cache.get(rows)
+        if sql is None:
+            one = "(" + ",".join("?" * _NCOLS) + ")"
+            sql = self._insert_cache[rows] = (
+                f"INSERT INTO operations ({_COLUMNS}) VALUES " + ",".join([one] * rows)
             )
-        if agg.context:
-            await conn.executemany(
-                _CONTEXT_ROLLUP, [(*k, n) for k, n in agg.context.items()]
-            )
-        if agg.errors:
-            await conn.executemany(
-                _ERROR_ROLLUP, [(*k, *v) for k, v in agg.errors.items()]
-            )
-        if agg.error_context:
-            await conn.executemany(
-                _ERROR_CONTEXT_ROLLUP, [(*k, n) for k, n in agg.error_context.items()]
-            )
+        return sql
+
+    def _commit_sync(self, p: Prepared) -> int:
+        with self._transaction() as conn:
+            # One multi-row INSERT binds all parameters, then runs as a single
+            # step without the GIL; executemany would take the GIL back for
+            # every row and stall against the event loop preparing the next
+            # batch.
+            for rows, params in p.insert_chunks(self._rows_per_insert):
+                conn.execute(self._insert_sql(rows), params)
+            if p.updates:
+                conn.executemany(_UPDATE, p.updates)
+            agg = p.agg
+            if agg.outcomes:
+                conn.executemany(
+                    _ROLLUP, [(t, h, o, n, d) for (t, h, o), (n, d) in agg.outcomes.items()]
+                )
+            if agg.context:
+                conn.executemany(_CONTEXT_ROLLUP, [(*k, n) for k, n in agg.context.items()])
+            if agg.errors:
+                conn.executemany(_ERROR_ROLLUP, [(*k, *v) for k, v in agg.errors.items()])
+            if agg.error_context:
+                conn.executemany(
+                    _ERROR_CONTEXT_ROLLUP, [(*k, n) for k, n in agg.error_context.items()]
+                )
+        return p.rows
+
+    def commit(self, p: Prepared) -> asyncio.Future[int]:
+        """Start committing a prepared batch in the write thread; one transaction."""
+        if self._executor is None:
+            raise StoreError(f"{self.path}: the store is closed")
+        fut = asyncio.get_running_loop().run_in_executor(self._executor, self._commit_sync, p)
+        self.context_coerced += p.coerced
+        p.coerced = 0
+        return fut
+
+    async def write_batch(
+        self, completed: Sequence[Operation], running: Sequence[Operation] = ()
+    ) -> int:
+        """Prepare and commit one batch; returns the rows touched."""
+        await self.reserve_ids(2 * (len(completed) + len(running)))
+        return await self.commit(self.prepare(completed, running))
 
     # -- reading -----------------------------------------------------------
 

@@ -20,7 +20,7 @@ from collections import deque
 import attrs
 
 from ._model import Operation
-from ._store import SQLiteStore
+from ._store import Prepared, SQLiteStore
 
 __all__ = ["WriterStats", "Writer"]
 
@@ -86,6 +86,7 @@ class Writer:
         self._room_threads = threading.Condition()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._retry: deque[Prepared] = deque()
         self._closing = False
         self._last_heartbeat = 0.0
         self._last_drop_log = 0.0
@@ -185,30 +186,76 @@ class Writer:
         With ``everything``, also store every running operation as ``running``
         and keep going until the queue is empty; otherwise store only those
         running longer than ``running_after``, and at most a few batches.
+
+        Batches are pipelined: while one commits in the store's write thread,
+        the next is prepared here. A batch that fails keeps its rows (and
+        ids) and is retried, in order, before anything newer.
         """
         async with self._lock:
+            store = self.store
+            while self._retry:
+                try:
+                    self.written += await store.commit(self._retry[0])
+                except (sqlite3.Error, OSError) as exc:
+                    self._failed(exc)
+                    return False
+                self._retry.popleft()
+                self._recovered()
+            pending: tuple[Prepared, asyncio.Future[int]] | None = None
+            ok = True
             rounds = 0
             while True:
                 running = self._running_to_store(everything and rounds == 0)
                 n = min(len(self.queue), self.batch_size)
                 if n == 0 and not running:
-                    self._signal_room()
-                    return True
+                    break
                 batch = [self.queue.popleft() for _ in range(n)]
                 try:
-                    self.written += await self.store.write_batch(batch, running)
-                except (sqlite3.Error, OSError, ValueError) as exc:
-                    self.queue.extendleft(reversed(batch))  # keep them, in order
+                    await store.reserve_ids(2 * (n + len(running)))
+                except (sqlite3.Error, OSError) as exc:
+                    self.queue.extendleft(reversed(batch))
+                    for op in running:
+                        self.live[op] = None
                     self._failed(exc)
-                    return False
-                if self.failing:
-                    self.failing = False
-                    log.warning("learnkit writer recovered; %d record(s) queued", len(self.queue))
-                self._signal_room()
+                    ok = False
+                    break
+                prepared = store.prepare(batch, running)
+                if pending is not None and not await self._settle(pending):
+                    self._retry.append(prepared)
+                    pending = None
+                    ok = False
+                    break
+                pending = (prepared, store.commit(prepared))
                 rounds += 1
-                await self._maybe_heartbeat()
                 if not everything and (rounds >= 8 or len(self.queue) < self.batch_size):
-                    return True
+                    break
+            if pending is not None and not await self._settle(pending):
+                ok = False
+            if ok:
+                await self._maybe_heartbeat()
+            self._signal_room()
+            return ok
+
+    async def _settle(self, pending: tuple[Prepared, asyncio.Future[int]]) -> bool:
+        prepared, fut = pending
+        try:
+            self.written += await fut
+        except (sqlite3.Error, OSError) as exc:
+            self._retry.append(prepared)
+            self._failed(exc)
+            return False
+        self._recovered()
+        return True
+
+    def _recovered(self) -> None:
+        if self.failing:
+            self.failing = False
+            log.warning("learnkit writer recovered; %d record(s) queued", self.pending)
+
+    @property
+    def pending(self) -> int:
+        """Records not yet durable: queued, plus rows of batches awaiting a retry."""
+        return len(self.queue) + sum(p.rows for p in self._retry)
 
     def _running_to_store(self, everything: bool) -> list[Operation]:
         live = self.live
@@ -230,7 +277,7 @@ class Writer:
         if not self.failing:
             log.error(
                 "learnkit could not write to %s (%s); %d record(s) kept and retried",
-                self.store.path, self.last_error, len(self.queue),
+                self.store.path, self.last_error, self.pending,
             )
         self.failing = True
         self._signal_room()
@@ -248,7 +295,7 @@ class Writer:
             try:
                 await self.store.heartbeat()
             except sqlite3.Error:
-                pass  # the next batch retries; a missed beat only delays recovery
+                pass  # a missed beat only delays cross-host recovery
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Make everything queued so far durable; True when it all was.
@@ -276,20 +323,21 @@ class Writer:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         if not ok:
-            lost = len(self.queue)
+            lost = self.pending
             self._drop(lost)
             log.error(
                 "learnkit closed with %d record(s) unwritten to %s (%s)",
                 lost, self.store.path, self.last_error,
             )
             self.queue.clear()
+            self._retry.clear()
 
     def stats(self) -> WriterStats:
         """A snapshot of the counters."""
         return WriterStats(
             enqueued=self.enqueued,
             written=self.written,
-            queued=len(self.queue),
+            queued=self.pending,
             running=len(self.live),
             dropped=self.dropped,
             write_errors=self.write_errors,

@@ -184,16 +184,18 @@ class TestFaults:
     async def test_full_database_is_retried_not_raised(self, kit: learnkit.Kit) -> None:
         """SQLITE_FULL (a real page limit) keeps the records; they land once space returns."""
         store = kit._store
-        assert store._write is not None
-        async with store._write.execute("PRAGMA page_count") as cur:
-            pages = (await cur.fetchone())[0]  # type: ignore[index]
-        await store._write.execute(f"PRAGMA max_page_count = {pages}")
+
+        def pragma(sql: str) -> int:  # on the writer's own connection and thread
+            return int(store._w().execute(sql).fetchone()[0])
+
+        pages = await store._in_thread(pragma, "PRAGMA page_count")
+        await store._in_thread(pragma, f"PRAGMA max_page_count = {pages}")
         for i in range(3000):
             kit.record("big", outcome="failure", started_at=1000.0 + i,
                        error_message="x" * 200)
         assert await kit.flush(timeout=0.3) is False
         assert "full" in (kit.stats.last_error or "")
-        await store._write.execute("PRAGMA max_page_count = 1073741823")
+        await store._in_thread(pragma, "PRAGMA max_page_count = 1073741823")
         assert await kit.flush(timeout=10) is True
         assert count(kit.database.path) == 3000
         assert kit.stats.dropped == 0
