@@ -19,7 +19,6 @@ later distinct strings of one attribute in one process, count as
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from typing import Any
 
 from ._clustering import signature
