@@ -1,6 +1,7 @@
 """learnkit: let an async orchestrator learn from its own mistakes."""
 
 from ._analytics import AnalyticsCollector, Rate
+from ._clustering import cluster_messages
 from ._config import Config, LearningConfig, StorageConfig, ThresholdConfig, load_config
 from ._errors import (
     ConcurrentEditError,
@@ -12,6 +13,7 @@ from ._errors import (
     UnknownOperationError,
     UnknownThresholdError,
 )
+from ._insights import ErrorCluster, FailurePattern, InsightsGenerator, Recommendation, Summary
 from ._kit import Database, Kit, open
 from ._model import Operation, Outcome
 from ._stats import wilson_interval
@@ -27,6 +29,9 @@ __all__ = [
     "ConfigError",
     "ConfigNotFoundError",
     "Database",
+    "ErrorCluster",
+    "FailurePattern",
+    "InsightsGenerator",
     "Kit",
     "LearningConfig",
     "LearnkitError",
@@ -35,12 +40,15 @@ __all__ = [
     "OperationTracker",
     "Outcome",
     "Rate",
+    "Recommendation",
     "StorageConfig",
     "StoreError",
+    "Summary",
     "ThresholdConfig",
     "UnknownOperationError",
     "UnknownThresholdError",
     "WriterStats",
+    "cluster_messages",
     "current_operation",
     "load_config",
     "open",

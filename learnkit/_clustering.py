@@ -69,7 +69,7 @@ _MASKS: list[tuple[str, re.Pattern[str]]] = [
     # key=value: the value
     ("=", re.compile(r"(?<=\w=)[^\s,;&]+")),
     # numbers, with their unit when one follows; not digits ending a word (ssh2)
-    ("", re.compile(rf"(?<![A-Za-z])[-+]?\d+(?:[.,]\d+)*(?:{_UNITS}(?![A-Za-z]))?")),
+    ("", re.compile(rf"(?<![A-Za-z0-9])[-+]?\d+(?:[.,]\d+)*(?:{_UNITS}(?![A-Za-z]))?")),
 ]
 _NUMBER = re.compile(r"[-+]?\d+(?:[.,]\d+)*")
 _WORDISH = re.compile(r"[\w-]+")

@@ -85,6 +85,8 @@ class ThresholdConfig:
     step: Number = 1
     #: What the threshold is for (kept in data: tomli-w writes no comments).
     description: str = ""
+    #: The operation type whose outcomes judge it and that it gates ("" = every type).
+    op_type: str = ""
 
 
 @attrs.frozen

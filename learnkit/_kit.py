@@ -13,6 +13,7 @@ from typing import Any
 
 from ._analytics import AnalyticsCollector
 from ._config import Config, load_config
+from ._insights import InsightsGenerator
 from ._model import RECORDABLE_OUTCOMES, Operation
 from ._store import SQLiteStore
 from ._tracking import OperationTracker, _current, _set_current
@@ -67,6 +68,7 @@ class Kit:
         self.database = Database(self)
         self.tracker = OperationTracker(self.database, log)
         self.analytics = AnalyticsCollector(self.database, log)
+        self.insights = InsightsGenerator(self.analytics, log)
         self._closed = True
 
     async def _open(self) -> None:

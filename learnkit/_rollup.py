@@ -3,7 +3,8 @@
 Each operation adds to four rollups, keyed by the hour it ended in:
 
 - outcomes per (op_type, outcome), with summed durations;
-- context values per (op_type, attribute, value, outcome);
+- context values per (op_type, attribute, value, outcome, explored), where
+  explored marks work attempted only because of exploration;
 - failures per (op_type, error_type, signature), with first/last seen and an
   example message;
 - context values of failures per (op_type, error_type, signature, attribute,
@@ -104,7 +105,7 @@ class Aggregate:
     def __init__(self) -> None:
         self._raw: dict[tuple[Any, ...], list[Any]] = {}
         self._outcomes: dict[tuple[str, int, str], list[float]] | None = None
-        self._context: dict[tuple[int, str, str, str, str], int] = {}
+        self._context: dict[tuple[int, str, str, str, str, int], int] = {}
         self._errors: dict[tuple[int, str, str, str], list[Any]] = {}
         self._error_context: dict[tuple[int, str, str, str, str, str], int] = {}
 
@@ -117,13 +118,14 @@ class Aggregate:
         items: tuple[tuple[str, str], ...],
         error_type: str | None,
         message: str | None,
+        explored: bool = False,
     ) -> None:
-        """Count one ended operation."""
+        """Count one ended operation (``explored``: admitted by exploration)."""
         hour = int(ended // HOUR)
         if outcome == "failure":
-            key: tuple[Any, ...] = (op_type, hour, outcome, items, error_type, message)
+            key: tuple[Any, ...] = (op_type, hour, outcome, items, explored, error_type, message)
         else:
-            key = (op_type, hour, outcome, items)
+            key = (op_type, hour, outcome, items, explored)
         acc = self._raw.get(key)
         if acc is None:
             self._raw[key] = [1, duration or 0.0, ended, ended]
@@ -141,7 +143,8 @@ class Aggregate:
         outcomes: dict[tuple[str, int, str], list[float]] = {}
         ctx, errs, ectx = self._context, self._errors, self._error_context
         for key, (n, dur, first, last) in self._raw.items():
-            op_type, hour, outcome, items = key[0], key[1], key[2], key[3]
+            op_type, hour, outcome, items, explored = key[0], key[1], key[2], key[3], key[4]
+            x = 1 if explored else 0
             ok = (op_type, hour, outcome)
             o = outcomes.get(ok)
             if o is None:
@@ -150,12 +153,12 @@ class Aggregate:
                 o[0] += n
                 o[1] += dur
             for attr, value in items:
-                ck = (hour, op_type, attr, value, outcome)
+                ck = (hour, op_type, attr, value, outcome, x)
                 ctx[ck] = ctx.get(ck, 0) + n
             if outcome != "failure":
                 continue
-            message = key[5]
-            et = key[4] or "Failure"
+            message = key[6]
+            et = key[5] or "Failure"
             sig = error_signature(message)
             ek = (hour, op_type, et, sig)
             e = errs.get(ek)
@@ -178,8 +181,8 @@ class Aggregate:
         return self._expand()
 
     @property
-    def context(self) -> dict[tuple[int, str, str, str, str], int]:
-        """(hour, op_type, attribute, value, outcome) -> operations."""
+    def context(self) -> dict[tuple[int, str, str, str, str, int], int]:
+        """(hour, op_type, attribute, value, outcome, explored) -> operations."""
         self._expand()
         return self._context
 

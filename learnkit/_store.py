@@ -98,8 +98,9 @@ MIGRATIONS: tuple[str, ...] = (
         attr TEXT NOT NULL,
         value TEXT NOT NULL,
         outcome TEXT NOT NULL,
+        explore INTEGER NOT NULL,
         n INTEGER NOT NULL,
-        PRIMARY KEY (hour, op_type, attr, value, outcome)
+        PRIMARY KEY (hour, op_type, attr, value, outcome, explore)
     ) WITHOUT ROWID;
     CREATE TABLE error_rollup (
         hour INTEGER NOT NULL,
@@ -142,8 +143,9 @@ _ROLLUP = (
     " n = n + excluded.n, duration_sum = duration_sum + excluded.duration_sum"
 )
 _CONTEXT_ROLLUP = (
-    "INSERT INTO context_rollup (hour, op_type, attr, value, outcome, n) VALUES (?,?,?,?,?,?)"
-    " ON CONFLICT (hour, op_type, attr, value, outcome) DO UPDATE SET n = n + excluded.n"
+    "INSERT INTO context_rollup (hour, op_type, attr, value, outcome, explore, n)"
+    " VALUES (?,?,?,?,?,?,?) ON CONFLICT (hour, op_type, attr, value, outcome, explore)"
+    " DO UPDATE SET n = n + excluded.n"
 )
 _ERROR_ROLLUP = (
     "INSERT INTO error_rollup (hour, op_type, error_type, signature, n, first_seen, last_seen,"
@@ -240,8 +242,8 @@ class WindowStats:
     end: float
     #: (op_type, hour, outcome) -> operations
     outcomes: dict[tuple[str, int, str], int] = attrs.Factory(dict)
-    #: (op_type, attribute, value JSON, outcome) -> operations
-    context: dict[tuple[str, str, str, str], int] = attrs.Factory(dict)
+    #: (op_type, attribute, value JSON, outcome, explored 0/1) -> operations
+    context: dict[tuple[str, str, str, str, int], int] = attrs.Factory(dict)
     #: (op_type, error_type, signature) -> [count, first_seen, last_seen, example]
     errors: dict[tuple[str, str, str], list[Any]] = attrs.Factory(dict)
     #: (op_type, error_type, signature, attribute, value JSON) -> failures
@@ -252,8 +254,8 @@ class WindowStats:
         for (t, h, o), (n, _) in agg.outcomes.items():
             k = (t, h, o)
             self.outcomes[k] = self.outcomes.get(k, 0) + int(n)
-        for (_, t, a, v, o), n in agg.context.items():
-            ck = (t, a, v, o)
+        for (_, t, a, v, o, x), n in agg.context.items():
+            ck = (t, a, v, o, x)
             self.context[ck] = self.context.get(ck, 0) + n
         for (_, t, et, sig), (n, first, last, ex) in agg.errors.items():
             ek = (t, et, sig)
@@ -580,7 +582,7 @@ class SQLiteStore:
                 op.persisted = True
             ended = op.ended_at if op.ended_at is not None else op.started_at
             add(op.op_type, op.outcome, ended, op.duration, items, op.error_type,
-                op.error_message)
+                op.error_message, op.admission is not None)
         for op in running:
             if not op.persisted and op not in ending and op.db_id is None:
                 id_of(op)
@@ -725,11 +727,11 @@ class SQLiteStore:
                 " WHERE hour >= ? AND hour < ?", args,
             ):
                 ws.outcomes[(t, h, o)] = n
-            for t, a, v, o, n in await self.fetchall(
-                "SELECT op_type, attr, value, outcome, sum(n) FROM context_rollup"
-                " WHERE hour >= ? AND hour < ? GROUP BY 1, 2, 3, 4", args,
+            for t, a, v, o, x, n in await self.fetchall(
+                "SELECT op_type, attr, value, outcome, explore, sum(n) FROM context_rollup"
+                " WHERE hour >= ? AND hour < ? GROUP BY 1, 2, 3, 4, 5", args,
             ):
-                ws.context[(t, a, v, o)] = n
+                ws.context[(t, a, v, o, x)] = n
             for t, et, sig, n, first, last, example in await self.fetchall(
                 "SELECT op_type, error_type, signature, sum(n), min(first_seen),"
                 " max(last_seen), example FROM error_rollup"
@@ -747,13 +749,14 @@ class SQLiteStore:
         for a, b in edges:
             if a >= b:
                 continue
-            for t, o, ended, dur, ctx, et, msg in await self.fetchall(
+            for t, o, ended, dur, ctx, et, msg, adm in await self.fetchall(
                 "SELECT op_type, outcome, ended_at, duration, context, error_type,"
-                " error_message FROM operations WHERE ended_at >= ? AND ended_at < ?",
+                " error_message, admission FROM operations"
+                " WHERE ended_at >= ? AND ended_at < ?",
                 [a, b],
             ):
                 items = context_items(t, json.loads(ctx)) if ctx else ()
-                agg.add(t, o, ended, dur, items, et, msg)
+                agg.add(t, o, ended, dur, items, et, msg, adm is not None)
             for t, started in await self.fetchall(
                 "SELECT op_type, started_at FROM operations WHERE ended_at IS NULL"
                 " AND outcome = 'abandoned' AND started_at >= ? AND started_at < ?", [a, b],

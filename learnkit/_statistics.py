@@ -1,0 +1,190 @@
+"""The statistics behind insights. numpy and scipy are imported here only.
+
+Every function is vectorised over candidates, so a scan of thousands of
+hypotheses is a handful of array operations.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    Array = NDArray[np.float64]
+
+__all__ = [
+    "benjamini_hochberg",
+    "fisher_greater",
+    "max_cut",
+    "prob_greater",
+]
+
+
+def prob_greater(
+    a1: Any, b1: Any, a2: Any, b2: Any, margin: float = 0.0
+) -> Array:
+    """P(X - Y > margin) for X ~ Beta(a1, b1), Y ~ Beta(a2, b2), elementwise.
+
+    Integrates ``f_Y(y) * P(X > y + margin)`` on a grid spanning Y's mass;
+    when both distributions are concentrated (a + b > 2000) the normal
+    approximation is used, which is then accurate to well under 0.001.
+    """
+    import numpy as np
+    from scipy import stats
+
+    a1, b1, a2, b2 = (np.atleast_1d(np.asarray(x, dtype=float)) for x in (a1, b1, a2, b2))
+    a1, b1, a2, b2 = np.broadcast_arrays(a1, b1, a2, b2)
+    out = np.empty(a1.shape, dtype=float)
+    big = (a1 + b1 > 2000) & (a2 + b2 > 2000)
+    if big.any():
+        m1 = a1[big] / (a1[big] + b1[big])
+        m2 = a2[big] / (a2[big] + b2[big])
+        v1 = m1 * (1 - m1) / (a1[big] + b1[big] + 1)
+        v2 = m2 * (1 - m2) / (a2[big] + b2[big] + 1)
+        out[big] = stats.norm.sf((margin - (m1 - m2)) / np.sqrt(v1 + v2))
+    small = ~big
+    if small.any():
+        A1, B1, A2, B2 = (x[small][:, None] for x in (a1, b1, a2, b2))
+        lo = stats.beta.ppf(1e-7, A2, B2)
+        hi = stats.beta.ppf(1 - 1e-7, A2, B2)
+        t = (np.arange(400) + 0.5) / 400
+        y = lo + (hi - lo) * t[None, :]
+        w = stats.beta.pdf(y, A2, B2) * (hi - lo) / 400
+        out[small] = np.clip((w * stats.beta.sf(np.clip(y + margin, 0, 1), A1, B1)).sum(1), 0, 1)
+    return out
+
+
+def fisher_greater(a: Any, n_in: Any, failures: Any, total: Any) -> Array:
+    """One-sided Fisher exact p-value that the group has *more* failures.
+
+    ``a`` failures among ``n_in`` operations in the group, ``failures``
+    among ``total`` overall: P(A >= a) under the hypergeometric null.
+    """
+    import numpy as np
+    from scipy import stats
+
+    a = np.asarray(a)
+    return np.asarray(stats.hypergeom.sf(a - 1, total, failures, n_in), dtype=float)
+
+
+def _lausen94(b: float, sizes: Any, total: int) -> float:
+    """Two-sided p-value of a maximally selected standardised statistic.
+
+    Improved Bonferroni bound of Lausen, Sauerbrei & Schumacher (1994) for
+    the maximum over ordered cut points with ``sizes`` operations at or below
+    each cut: 2(1 - Phi(b)) plus, for each pair of neighbouring cuts, the
+    chance of crossing b between them (from their correlation).
+    """
+    import numpy as np
+    from scipy import stats
+
+    m = np.asarray(sizes, dtype=float)
+    base = 2 * stats.norm.sf(b)
+    if len(m) < 2:
+        return float(min(1.0, base))
+    m1, m2 = m[:-1], m[1:]
+    t = np.sqrt(np.clip(1 - m1 * (total - m2) / ((total - m1) * m2), 0, 1))
+    d = np.sum(np.exp(-b * b / 2) / math.pi * (t - (b * b / 4 - 1) * t**3 / 6))
+    bonferroni = base * len(m)
+    return float(min(1.0, base + max(0.0, d), bonferroni))
+
+
+def max_cut(
+    fail: Any, ok: Any, min_side: int
+) -> tuple[int, float, float] | None:
+    """The best cut of ordered groups into "at or below" and "above".
+
+    ``fail`` and ``ok`` count failures and successes per ordered group
+    (values of a numeric attribute, days). Cuts leaving fewer than
+    ``min_side`` operations on either side are not considered. Returns
+    ``(index, z, p)``: the cut after group ``index``, its standardised
+    statistic (positive: more failures above the cut) and the p-value
+    corrected for having picked the best cut; None when no cut is allowed.
+    """
+    import numpy as np
+
+    fail = np.asarray(fail, dtype=float)
+    ok = np.asarray(ok, dtype=float)
+    n = fail + ok
+    total = n.sum()
+    f_total = fail.sum()
+    if total < 2 or f_total in (0, total):
+        return None
+    cum_n = np.cumsum(n)[:-1]
+    cum_f = np.cumsum(fail)[:-1]
+    allowed = (cum_n >= min_side) & (total - cum_n >= min_side)
+    if not allowed.any():
+        return None
+    idx = np.nonzero(allowed)[0]
+    m, f = cum_n[idx], cum_f[idx]
+    expected = m * f_total / total
+    var = m * (total - m) * f_total * (total - f_total) / (total * total * (total - 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(var > 0, (expected - f) / np.sqrt(var), 0.0)  # > 0: above is worse
+    best = int(np.argmax(np.abs(z)))
+    zb = float(z[best])
+    p = _lausen94(abs(zb), np.unique(m), int(total))
+    return int(idx[best]), zb, p
+
+
+def benjamini_hochberg(p: Any) -> Array:
+    """Benjamini-Hochberg q-values: the FDR at which each test would pass."""
+    import numpy as np
+
+    p = np.asarray(p, dtype=float)
+    n = len(p)
+    if n == 0:
+        return np.zeros(0)
+    order = np.argsort(p)
+    ranked = p[order] * n / (np.arange(n) + 1)
+    q = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty(n)
+    out[order] = np.clip(q, 0, 1)
+    return out
+
+
+def storey_pi0(p: Any, lam: float = 0.5) -> float:
+    """Storey's estimate of the share of true nulls among a scan's p-values.
+
+    Bounded to [0.5, 0.99]: most hypotheses of a scan are null, and a single
+    strong effect must still be findable when the estimate reaches 1.
+    """
+    import numpy as np
+
+    p = np.asarray(p, dtype=float)
+    if len(p) == 0:
+        return 0.99
+    est = float(np.mean(p > lam) / (1 - lam))
+    return min(0.99, max(0.5, est))
+
+
+def prob_effect(
+    a: Any, n_in: Any, c: Any, n_out: Any, base: Any, strength: float, k: Any, pi0: float
+) -> Array:
+    """Posterior probability that the two rates differ at all (spike and slab).
+
+    The spike: one shared rate; the slab: a rate each; both with Beta priors
+    of ``strength`` pseudo-observations centred on ``base``. The Bayes factor
+    of the two Beta-binomial marginal likelihoods is exact. Prior odds of an
+    effect are ``(1 - pi0) / (pi0 * k)``: a best cut chosen among ``k``
+    candidates shares the alternative's prior mass among them.
+    """
+    import numpy as np
+    from scipy.special import betaln
+
+    a, n_in, c, n_out, base, k = (
+        np.asarray(x, dtype=float) for x in (a, n_in, c, n_out, base, k)
+    )
+    a0 = strength * base
+    b0 = strength * (1 - base)
+    log_bf = (
+        betaln(a0 + a, b0 + n_in - a)
+        + betaln(a0 + c, b0 + n_out - c)
+        - betaln(a0, b0)
+        - betaln(a0 + a + c, b0 + n_in + n_out - a - c)
+    )
+    log_odds = np.log((1 - pi0) / (pi0 * np.maximum(k, 1))) + log_bf
+    return np.atleast_1d(np.asarray(1 / (1 + np.exp(-np.clip(log_odds, -700, 700))), dtype=float))
