@@ -37,16 +37,18 @@ max = 12
 NOW = 1_790_000_000.0
 DAY = 86400.0
 ERRORS = [
-    ("TestFailure", lambda r: f"{r.randint(1, 40)} tests failed in tests/test_{r.choice('abcdefgh')}"
-                              f"{r.randint(1, 99)}.py::test_case_{r.randint(1, 500)}"),
+    ("TestFailure", lambda r: f"{r.randint(1, 40)} tests failed in tests/test_"
+                              f"{r.choice('abcdefgh')}{r.randint(1, 99)}.py::test_case_"
+                              f"{r.randint(1, 500)}"),
     ("TimeoutError", lambda r: f"operation timed out after {r.randint(30, 600)}s waiting for "
                                f"runner-{r.randint(1, 64)}.ci.internal:{r.randint(2000, 9000)}"),
     ("MergeConflict", lambda r: f"conflict in src/{r.choice(['core', 'api', 'ui'])}/"
                                 f"module_{r.randint(1, 300)}.py at line {r.randint(1, 2000)}"),
     ("RateLimited", lambda r: f"GitHub API rate limit exceeded, retry after "
                               f"{r.randint(1, 3600)} seconds (request id {r.getrandbits(64):x})"),
-    ("lint.LintError", lambda r: f"E{r.randint(100, 999)} line too long ({r.randint(101, 200)} > "
-                                 f"100 characters) in file '{r.choice('xyz')}{r.randint(1, 50)}.py'"),
+    ("lint.LintError", lambda r: f"E{r.randint(100, 999)} line too long ("
+                                 f"{r.randint(101, 200)} > 100 characters) in file "
+                                 f"'{r.choice('xyz')}{r.randint(1, 50)}.py'"),
 ]
 AUTHORS = [f"dev{i}" for i in range(30)]
 LANGS = ["python", "go", "rust", "typescript", "java"]

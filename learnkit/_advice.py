@@ -1,0 +1,202 @@
+"""Recommendations: threshold moves by the break-even rule, and actions from patterns."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ._config import ThresholdConfig
+from ._patterns import (
+    ErrorCluster,
+    FailurePattern,
+    Recommendation,
+    _fmt_value,
+    _hours_span,
+    _num,
+    _pct,
+)
+from ._scan import Counts, Scan, Table, Test, _p_below
+from ._stats import wilson_interval
+
+__all__ = ["Advisor"]
+
+
+class Advisor(Scan):
+    """A scan that also turns its findings into recommendations."""
+
+    def _expected(
+        self, th: ThresholdConfig, values: dict[Any, list[int]], new: float
+    ) -> dict[str, dict[str, float | None]]:
+        """Success rate, coverage and utility with the threshold at its value and at ``new``."""
+        c = self.settings.failure_cost
+        offered = sum(cell[0] + cell[1] + cell[2] for cell in values.values())
+
+        def admitted(v: Any, limit: float) -> bool:
+            return bool(v <= limit) if th.limit == "max" else bool(v >= limit)
+
+        def measure(limit: float) -> tuple[float | None, float | None, float | None]:
+            s = f = 0.0
+            for v, cell in values.items():
+                if not admitted(v, limit):
+                    continue
+                n_known = cell[0] + cell[1]
+                n_all = n_known + cell[2]
+                if n_known == 0:
+                    continue
+                # Refused work (skipped) in an admitted band is expected to
+                # behave like the attempted work of that value.
+                s += cell[0] / n_known * n_all
+                f += cell[1] / n_known * n_all
+            if not offered:
+                return None, None, None
+            rate = s / (s + f) if s + f else None
+            return rate, (s + f) / offered, (s - c * f) / offered
+
+        before = measure(th.value)
+        after = measure(new)
+        keys = ("success_rate", "coverage", "utility")
+        return {k: {"before": before[i], "after": after[i]} for i, k in enumerate(keys)}
+
+    def _threshold_recommendations(
+        self, scans: dict[str, tuple[Test | None, dict[str, Any]]], counts: Counts
+    ) -> list[Recommendation]:
+        """DESIGN's break-even rule, one step at a time, within [min, max]."""
+        cfg = self.settings
+        c = cfg.failure_cost
+        breakeven = c / (1 + c)
+        m = float(cfg.min_samples)
+        recs: list[Recommendation] = []
+        for name, (test, info) in scans.items():
+            th = self.thresholds[name]
+            if not info:
+                continue
+            values = info["values"]
+            s_all = sum(v[0] for v in values.values())
+            f_all = sum(v[1] for v in values.values())
+            base = (s_all + 0.5) / (s_all + f_all + 1)
+            a0, b0 = m * base, m * (1 - base)
+            lo = -math.inf if th.min is None else th.min
+            hi = math.inf if th.max is None else th.max
+            direction = -1 if th.limit == "max" else 1
+            # Lower (tighten): the band just inside the limit is not worth attempting.
+            band = info["band"]
+            bs = sum(values[v][0] for v in band)
+            bf = sum(values[v][1] for v in band)
+            tighter = th.value + direction * th.step
+            if (test is not None and bs + bf >= cfg.min_samples and lo <= tighter <= hi
+                    and test.q <= cfg.fdr):
+                kept = info["kept"]
+                kf = sum(values[v][1] for v in kept)
+                kn = sum(values[v][0] + values[v][1] for v in kept)
+                real = self._confidence_effect(Table(bf, bs + bf, kf, kn))
+                conf = _p_below(a0 + bs, b0 + bf, breakeven) * real
+                if conf >= cfg.confidence_threshold:
+                    recs.append(self._threshold_rec(
+                        name, th, tighter, conf, values, band, info["kept"], bs, bf, True, test))
+            # Loosen: exploration shows the band just outside is worth attempting.
+            above = info["above"]
+            xs = sum(values[v][3] for v in above)
+            xf = sum(values[v][4] for v in above)
+            looser = th.value - direction * th.step
+            if xs + xf >= cfg.min_samples and lo <= looser <= hi:
+                conf = 1 - _p_below(a0 + xs, b0 + xf, breakeven)
+                if conf >= cfg.confidence_threshold:
+                    recs.append(self._threshold_rec(
+                        name, th, looser, conf, values, above, info["kept"] + info["band"],
+                        xs, xf, False, None))
+        return recs
+
+    def _threshold_rec(
+        self, name: str, th: ThresholdConfig, new: float, conf: float,
+        values: dict[Any, list[int]], band: list[Any], rest: list[Any],
+        s: int, f: int, tighten: bool, test: Test | None,
+    ) -> Recommendation:
+        verb = "lower" if new < th.value else "raise"
+        c = self.settings.failure_cost
+        breakeven = c / (1 + c)
+        rate = s / (s + f)
+        new_v: int | float = int(new) if isinstance(th.value, int) and float(new).is_integer() \
+            else new
+        rf = sum(values[v][1] for v in rest)
+        rn = sum(values[v][0] + values[v][1] for v in rest)
+        lo_b, hi_b = min(band), max(band)
+        band_txt = (f"{th.attribute} = {_fmt_value(lo_b)}" if lo_b == hi_b
+                    else f"{_fmt_value(lo_b)} <= {th.attribute} <= {_fmt_value(hi_b)}")
+        evidence = FailurePattern(
+            kind="context",
+            description=(f"{band_txt}: success rate {_pct(rate)} over {s + f:,} operations "
+                         f"(break-even {_pct(breakeven)} at failure_cost {c:g}); "
+                         f"{_pct(1 - rf / rn) if rn else 'n/a'} elsewhere"),
+            op_type=th.op_type or None, attribute=th.attribute,
+            condition="in", value=sorted(band), support=s + f, failures=f,
+            failure_rate_in=f / (s + f), failure_rate_out=rf / rn if rn else None,
+            lift=(f / (s + f)) / (rf / rn) if rn and rf else None,
+            share_of_failures=f / (f + rf) if f + rf else None,
+            confidence=conf, q_value=None if test is None else test.q,
+            prevalence=(s + f) / (s + f + rn) if s + f + rn else None,
+            interval_in=wilson_interval(f, s + f),
+            interval_out=wilson_interval(rf, rn) if rn else None,
+            p_value=None if test is None else test.p,
+        )
+        expected = self._expected(th, values, new)
+        if tighten:
+            why = (f"work with {band_txt} succeeds {_pct(rate)} of the time, below the "
+                   f"break-even {_pct(breakeven)}")
+        else:
+            why = (f"explored work with {band_txt} succeeds {_pct(rate)} of the time, above "
+                   f"the break-even {_pct(breakeven)}")
+        er, ec, eu = (expected[k] for k in ("success_rate", "coverage", "utility"))
+        message = (
+            f"{verb.capitalize()} {name} from {_fmt_value(th.value)} to {_fmt_value(new_v)}: "
+            f"{why}. Expected success rate {_pct(er['before'])} -> {_pct(er['after'])}, "
+            f"coverage {_pct(ec['before'])} -> {_pct(ec['after'])}, utility per offered "
+            f"operation {_num(eu['before'])} -> {_num(eu['after'])}"
+        )
+        return Recommendation(
+            action=f"{verb}_threshold:{name}", message=message, confidence=conf,
+            threshold=name, current=th.value, recommended=new_v, expected=expected,
+            evidence=(evidence,),
+        )
+
+    def _pattern_recommendations(
+        self, patterns: list[FailurePattern], clusters: list[ErrorCluster]
+    ) -> list[Recommendation]:
+        """Actionable recommendations from temporal, change-point, context and cluster patterns."""
+        cfg = self.settings
+        recs: list[Recommendation] = []
+        gated = {(th.attribute, th.op_type or None) for th in self.thresholds.values()}
+        for p in patterns:
+            if (p.confidence or 0) < cfg.confidence_threshold:
+                continue
+            if p.kind == "temporal" and p.attribute == "hour":
+                action = f"avoid_hours:{p.op_type}"
+                msg = f"Schedule {p.op_type} outside {_hours_span(p.value)}: {p.description}"
+            elif p.kind == "temporal":
+                action = f"avoid_weekday:{p.op_type}:{p.value}"
+                msg = f"Avoid {p.op_type} on {p.value}s or find out why: {p.description}"
+            elif p.kind == "change_point":
+                action = f"investigate_change:{p.op_type}"
+                msg = f"Find what changed for {p.op_type} around {p.value}: {p.description}"
+            elif p.kind == "context":
+                if (p.attribute, p.op_type) in gated or (p.attribute, None) in gated:
+                    if p.error_type is None:
+                        continue  # the threshold recommendation speaks for it
+                target = f"{p.error_type} '{p.template}'" if p.error_type else p.op_type
+                action = f"review_context:{p.op_type}:{p.attribute}"
+                msg = (f"Look into {target} when {p.attribute} {p.condition} "
+                       f"{_fmt_value(p.value)}: {p.description}")
+            else:
+                continue
+            recs.append(Recommendation(action=action, message=msg,
+                                       confidence=float(p.confidence or 0), evidence=(p,)))
+        for c in clusters:
+            if c.trend in ("new", "growing") and c.confidence >= cfg.confidence_threshold and (
+                    c.q_value is not None and c.q_value <= cfg.fdr):
+                types = ", ".join(sorted(c.op_types))
+                msg = (f"Investigate {c.error_type} '{c.template}': {c.trend}, {c.count:,} "
+                       f"failures ({_pct(c.share_of_failures)} of failures) in {types}; "
+                       f"e.g. {c.example[:160]!r}")
+                recs.append(Recommendation(action=f"investigate_cluster:{c.id}", message=msg,
+                                           confidence=c.confidence,
+                                           evidence=(self._cluster_pattern(c),)))
+        return recs

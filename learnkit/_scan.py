@@ -1,0 +1,627 @@
+"""The scan: every hypothesis of one analysis, its p-value, and its pattern.
+
+A :class:`Scan` is made per analysis. Each ``scan_*`` method appends
+:class:`Test` objects (a p-value and a function that builds the pattern once
+the q-value is known) to ``tests``; the caller controls the FDR across all of
+them at once, then calls each test's ``build``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ._analytics import DAY
+from ._clustering import cluster_messages
+from ._config import LearningConfig, ThresholdConfig
+from ._patterns import WEEKDAYS, ErrorCluster, FailurePattern, _day, _fmt_value, _hours_text, _pct
+from ._rollup import OTHER
+from ._stats import wilson_interval
+
+if TYPE_CHECKING:
+    from ._store import WindowStats
+
+__all__ = ["Counts", "Scan", "Table", "Test"]
+
+#: Clusters per operation type whose context is scanned separately.
+TOP_CLUSTERS = 5
+
+
+def _decode(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+@attrs.define
+class Table:
+    """A 2x2 table: (in, out) x (failure, other)."""
+
+    a: int  # failures in
+    n_in: int
+    c: int  # failures out
+    n_out: int
+    #: Candidates this one was chosen among (cut points, days): its share of prior mass.
+    k: int = 1
+
+    @property
+    def failures(self) -> int:
+        return self.a + self.c
+
+    @property
+    def total(self) -> int:
+        return self.n_in + self.n_out
+
+
+@attrs.define
+class Test:
+    """One hypothesis of the scan; ``build`` makes its pattern once q is known."""
+
+    p: float
+    build: Callable[[float], Any]
+    q: float = 1.0
+
+
+class Counts:
+    """Per-type counts gathered from a WindowStats."""
+
+    def __init__(self, ws: WindowStats) -> None:
+        self.ok: dict[str, int] = {}
+        self.fail: dict[str, int] = {}
+        self.by_hour: dict[str, dict[int, list[int]]] = {}
+        for (t, h, o), n in ws.outcomes.items():
+            if o not in ("success", "failure"):
+                continue
+            i = 1 if o == "failure" else 0
+            (self.fail if i else self.ok)[t] = (self.fail if i else self.ok).get(t, 0) + n
+            self.by_hour.setdefault(t, {}).setdefault(h, [0, 0])[i] += n
+        # attribute -> value -> [ok, fail, skipped, explored ok, explored fail]
+        self.attrs: dict[str, dict[str, dict[Any, list[int]]]] = {}
+        #: (op_type, attribute) -> decoded value -> the value's text in the rollups
+        self.text: dict[tuple[str, str], dict[Any, str]] = {}
+        for (t, a, v, o, x), n in ws.context.items():
+            if v == OTHER:
+                continue
+            slot = {"success": 0, "failure": 1, "skipped": 2}.get(o)
+            if slot is None:
+                continue
+            value = _decode(v)
+            self.text.setdefault((t, a), {})[value] = v
+            cell = self.attrs.setdefault(t, {}).setdefault(a, {}).setdefault(
+                value, [0, 0, 0, 0, 0]
+            )
+            cell[slot] += n
+            if x and slot < 2:
+                cell[3 + slot] += n
+
+    def types(self) -> list[str]:
+        return sorted(set(self.ok) | set(self.fail))
+
+
+
+class Scan:
+    """One analysis: its settings, its hypotheses, and the scan's null share."""
+
+    def __init__(self, settings: LearningConfig, thresholds: dict[str, ThresholdConfig]) -> None:
+        self.settings = settings
+        self.thresholds = thresholds
+        self.tests: list[Test] = []
+        #: Share of true nulls, estimated from the scan's p-values once known.
+        self._pi0 = 0.99
+        self._exposure: dict[str, tuple[int, int]] = {}
+
+    def _confidence(self, tables: list[Table]) -> list[float]:
+        """P(there is an effect) x P(rate_in - rate_out > margin | effect).
+
+        Beta priors of ``min_samples`` pseudo-observations are centred on the
+        overall rate. P(effect) comes from a spike-and-slab prior whose null
+        share ``pi0`` is estimated from the whole scan's p-values, so the
+        confidence already knows how many hypotheses were looked at.
+        """
+        if not tables:
+            return []
+        from ._statistics import prob_effect, prob_greater
+
+        cfg = self.settings
+        m = float(cfg.min_samples)
+        a1, b1, a2, b2, bases = [], [], [], [], []
+        for tb in tables:
+            base = tb.failures / tb.total if tb.total else 0.5
+            base = min(max(base, 1e-3), 1 - 1e-3)
+            bases.append(base)
+            a0, b0 = m * base, m * (1 - base)
+            a1.append(a0 + tb.a)
+            b1.append(b0 + tb.n_in - tb.a)
+            a2.append(a0 + tb.c)
+            b2.append(b0 + tb.n_out - tb.c)
+        beyond = prob_greater(a1, b1, a2, b2, cfg.practical_margin)
+        real = prob_effect(
+            [tb.a for tb in tables], [tb.n_in for tb in tables],
+            [tb.c for tb in tables], [tb.n_out for tb in tables],
+            bases, m, [tb.k for tb in tables], self._pi0,
+        )
+        return [float(x * y) for x, y in zip(beyond, real, strict=True)]
+
+    def _confidence_effect(self, tb: Table) -> float:
+        """P(the two rates of a table differ at all), spike and slab (see _confidence)."""
+        from ._statistics import prob_effect
+
+        base = min(max(tb.failures / tb.total if tb.total else 0.5, 1e-3), 1 - 1e-3)
+        m = float(self.settings.min_samples)
+        return float(prob_effect(tb.a, tb.n_in, tb.c, tb.n_out, base, m, tb.k, self._pi0)[0])
+
+    def _pattern(
+        self,
+        kind: str,
+        tb: Table,
+        q: float,
+        p: float,
+        describe: Callable[[float, float, float], str],
+        **fields: Any,
+    ) -> FailurePattern | None:
+        """A pattern from a 2x2 table, if it passes the FDR and points to more failures."""
+        cfg = self.settings
+        if q > cfg.fdr or tb.n_in < cfg.min_samples or tb.n_out < cfg.min_samples:
+            return None
+        r_in, r_out = tb.a / tb.n_in, tb.c / tb.n_out
+        if r_in <= r_out:
+            return None
+        conf = self._confidence([tb])[0]
+        lift = r_in / r_out if r_out > 0 else math.inf
+        share = tb.a / tb.failures if tb.failures else 0.0
+        prevalence = tb.n_in / tb.total
+        return FailurePattern(
+            kind=kind,
+            description=describe(r_in, r_out, prevalence),
+            support=tb.n_in,
+            failures=tb.a,
+            failure_rate_in=r_in,
+            failure_rate_out=r_out,
+            lift=lift,
+            share_of_failures=share,
+            confidence=conf,
+            q_value=q,
+            prevalence=prevalence,
+            interval_in=wilson_interval(tb.a, tb.n_in),
+            interval_out=wilson_interval(tb.c, tb.n_out),
+            p_value=p,
+            **fields,
+        )
+
+    def _scan_context(
+        self,
+        op_type: str,
+        counts: Counts,
+        tests: list[Test],
+        cluster: tuple[ErrorCluster, set[tuple[str, str]], WindowStats] | None,
+    ) -> None:
+        """Categorical values and numeric cut points of every attribute of a type."""
+        from ._statistics import fisher_greater, max_cut
+
+        cfg = self.settings
+        ms = cfg.min_samples
+        for attr, values in sorted(counts.attrs.get(op_type, {}).items()):
+            if attr.startswith("_"):
+                continue
+            if cluster is None:
+                fails = {v: c[1] for v, c in values.items()}
+                ns = {v: cnt[0] + cnt[1] for v, cnt in values.items()}
+                what, who = "failure rate", f"{op_type} failures"
+                whose = f"{op_type} operations"
+            else:
+                # Among the type's failures, is this cluster over-represented
+                # under X? (Every cluster rises with the overall failure rate;
+                # only a shift in the mix is news about the cluster.)
+                c, sigs, ws = cluster
+                text = counts.text[(op_type, attr)]
+                fails = dict.fromkeys(values, 0)
+                for et, sig in sigs:
+                    for v in values:
+                        fails[v] += ws.error_context.get((op_type, et, sig, attr, text[v]), 0)
+                ns = {v: cnt[1] for v, cnt in values.items()}
+                who = f"{c.error_type} '{c.template}' failures of {op_type}"
+                what = "its share of failures"
+                whose = f"{op_type} failures"
+            total = sum(ns.values())
+            f_total = sum(fails.values())
+            if total < 2 * ms or f_total == 0:
+                continue
+            extra = {"op_type": op_type, "attribute": attr}
+            if cluster is not None:
+                extra.update(error_type=cluster[0].error_type, template=cluster[0].template)
+            keys = [v for v in values if v is not None]
+            if keys and all(_is_number(v) for v in keys):
+                order = sorted(keys)
+                f_arr = [fails[v] for v in order]
+                ok_arr = [ns[v] - fails[v] for v in order]
+                best = max_cut(f_arr, ok_arr, ms)
+                if best is None:
+                    continue
+                i, z, p = best
+                cut = order[i]
+                above = z > 0
+                f_le = sum(f_arr[: i + 1])
+                n_le = sum(f_arr[: i + 1]) + sum(ok_arr[: i + 1])
+                cuts = max(1, len(order) - 1)
+                tb = (
+                    Table(f_total - f_le, total - n_le, f_le, n_le, cuts)
+                    if above
+                    else Table(f_le, n_le, f_total - f_le, total - n_le, cuts)
+                )
+                cond = ">" if above else "<="
+
+                def describe(r_in: float, r_out: float, prev: float, *, tb: Table = tb,
+                             cond: str = cond, cut: Any = cut, who: str = who,
+                             what: str = what, attr: str = attr, whose: str = whose) -> str:
+                    return (
+                        f"{_pct(tb.a / max(tb.failures, 1))} of {who} occur when "
+                        f"{attr} {cond} {_fmt_value(cut)}, which holds for {_pct(prev)} "
+                        f"of {whose}; {what} {_pct(r_in)} there against "
+                        f"{_pct(r_out)} otherwise (n={tb.n_in:,} vs {tb.n_out:,})"
+                    )
+
+                tests.append(Test(p, _builder(self, "context", tb, p, describe,
+                                               dict(extra, condition=cond, value=cut))))
+            else:
+                for v in keys:
+                    n_in = ns[v]
+                    if n_in < ms or total - n_in < ms:
+                        continue
+                    a = fails[v]
+                    p = float(fisher_greater(a, n_in, f_total, total))
+                    tb = Table(a, n_in, f_total - a, total - n_in)
+
+                    def describe_v(r_in: float, r_out: float, prev: float, *, tb: Table = tb,
+                                   v: Any = v, who: str = who, what: str = what,
+                                   attr: str = attr, whose: str = whose) -> str:
+                        return (
+                            f"{_pct(tb.a / max(tb.failures, 1))} of {who} occur when "
+                            f"{attr} == {_fmt_value(v)}, which holds for {_pct(prev)} of "
+                            f"{whose}; {what} {_pct(r_in)} there against "
+                            f"{_pct(r_out)} otherwise (n={tb.n_in:,} vs {tb.n_out:,})"
+                        )
+
+                    tests.append(Test(p, _builder(self, "context", tb, p, describe_v,
+                                                   dict(extra, condition="==", value=v))))
+
+    def _scan_temporal(self, op_type: str, counts: Counts, tests: list[Test]) -> None:
+        """Hour-of-day and weekday effects, and change points in the daily rate."""
+        from ._statistics import fisher_greater, max_cut
+
+        ms = self.settings.min_samples
+        hours = counts.by_hour.get(op_type, {})
+        if not hours:
+            return
+        hod = [[0, 0] for _ in range(24)]
+        wd = [[0, 0] for _ in range(7)]
+        daily: dict[int, list[int]] = {}
+        for h, (ok, f) in hours.items():
+            hod[h % 24][0] += ok
+            hod[h % 24][1] += f
+            w = ((h // 24) + 3) % 7  # 1970-01-01 was a Thursday
+            wd[w][0] += ok
+            wd[w][1] += f
+            d = daily.setdefault(h // 24, [0, 0])
+            d[0] += ok
+            d[1] += f
+        total = sum(ok + f for ok, f in hod)
+        f_total = sum(f for _, f in hod)
+        if f_total == 0:
+            return
+        for h, (ok, f) in enumerate(hod):
+            n = ok + f
+            if n < ms or total - n < ms:
+                continue
+            p = float(fisher_greater(f, n, f_total, total))
+            tests.append(Test(p, _hour_marker(op_type, h)))
+        for w, (ok, f) in enumerate(wd):
+            n = ok + f
+            if n < ms or total - n < ms:
+                continue
+            p = float(fisher_greater(f, n, f_total, total))
+            tb = Table(f, n, f_total - f, total - n)
+
+            def describe_w(r_in: float, r_out: float, prev: float, *, w: int = w) -> str:
+                return (f"{op_type} fails {_pct(r_in)} on {WEEKDAYS[w]}s (UTC) against "
+                        f"{_pct(r_out)} on other days")
+
+            tests.append(Test(p, _builder(self, "temporal", tb, p, describe_w, {
+                "op_type": op_type, "attribute": "weekday", "condition": "==",
+                "value": WEEKDAYS[w]})))
+        if len(daily) >= 2:
+            first, last = min(daily), max(daily)
+            days = list(range(first, last + 1))
+            f_arr = [daily.get(d, [0, 0])[1] for d in days]
+            ok_arr = [daily.get(d, [0, 0])[0] for d in days]
+            best = max_cut(f_arr, ok_arr, ms)
+            if best is not None:
+                i, z, p = best
+                f_before, n_before = sum(f_arr[: i + 1]), sum(f_arr[: i + 1]) + sum(ok_arr[: i + 1])
+                at = float(days[i + 1] * DAY)
+                tests.append(Test(p, self._change_point_builder(
+                    op_type, z, p, at, f_before, n_before, f_total, total, len(days) - 1)))
+
+    def _change_point_builder(
+        self, op_type: str, z: float, p: float, at: float,
+        f_before: int, n_before: int, f_total: int, total: int, cuts: int,
+    ) -> Callable[[float], FailurePattern | None]:
+        def build(q: float) -> FailurePattern | None:
+            cfg = self.settings
+            n_after = total - n_before
+            f_after = f_total - f_before
+            if q > cfg.fdr or min(n_before, n_after) < cfg.min_samples:
+                return None
+            worse_after = z > 0
+            tb = (Table(f_after, n_after, f_before, n_before, cuts) if worse_after
+                  else Table(f_before, n_before, f_after, n_after, cuts))
+            conf = self._confidence([tb])[0]
+            before = 1 - f_before / n_before
+            after = 1 - f_after / n_after
+            verb = "dropped" if worse_after else "rose"
+            return FailurePattern(
+                kind="change_point",
+                description=(f"{op_type} success rate {verb} from {_pct(before)} to "
+                             f"{_pct(after)} on {_day(at)} (n={n_before:,} before, "
+                             f"{n_after:,} after)"),
+                op_type=op_type, attribute="day", condition=">=" if worse_after else "<",
+                value=_day(at), at=at, rate_before=before, rate_after=after,
+                support=tb.n_in, failures=tb.a,
+                failure_rate_in=tb.a / tb.n_in, failure_rate_out=tb.c / tb.n_out,
+                lift=(tb.a / tb.n_in) / (tb.c / tb.n_out) if tb.c else math.inf,
+                share_of_failures=tb.a / f_total if f_total else 0.0,
+                confidence=conf, q_value=q, p_value=p,
+                prevalence=tb.n_in / total,
+                interval_in=wilson_interval(tb.a, tb.n_in),
+                interval_out=wilson_interval(tb.c, tb.n_out),
+            )
+
+        return build
+
+    def _merge_hours(
+        self, op_type: str, hours: list[tuple[int, Test]], counts: Counts
+    ) -> list[FailurePattern]:
+        """Adjacent significant hours of one type become one window pattern."""
+        cfg = self.settings
+        by_hour = counts.by_hour.get(op_type, {})
+        hod = [[0, 0] for _ in range(24)]
+        for h, (ok, f) in by_hour.items():
+            hod[h % 24][0] += ok
+            hod[h % 24][1] += f
+        total = sum(a + b for a, b in hod)
+        f_total = sum(b for _, b in hod)
+        sig = {h: t for h, t in hours
+               if t.q <= cfg.fdr and hod[h][1] * (total - hod[h][0] - hod[h][1])
+               > (f_total - hod[h][1]) * (hod[h][0] + hod[h][1])}
+        if not sig:
+            return []
+        runs: list[list[int]] = []
+        for h in range(24):
+            if h in sig and (h - 1) % 24 not in sig:
+                run = [h]
+                while (run[-1] + 1) % 24 in sig and len(run) < 24:
+                    run.append((run[-1] + 1) % 24)
+                runs.append(run)
+        if not runs and sig:  # every hour significant: cannot be "elevated"
+            return []
+        out = []
+        for run in runs:
+            f = sum(hod[h][1] for h in run)
+            n = sum(hod[h][0] + hod[h][1] for h in run)
+            tb = Table(f, n, f_total - f, total - n, 24)
+            q = max(sig[h].q for h in run)
+            p = min(sig[h].p for h in run)
+
+            def describe(r_in: float, r_out: float, prev: float, *, run: list[int] = run) -> str:
+                return (f"{op_type} fails {_pct(r_in)} {_hours_text(run)} against "
+                        f"{_pct(r_out)} otherwise")
+
+            pat = self._pattern("temporal", tb, q, p, describe, op_type=op_type,
+                                attribute="hour", condition="in", value=run)
+            if pat is not None:
+                out.append(pat)
+        return out
+
+    def _clusters(
+        self, ws: WindowStats, prev: WindowStats, counts: Counts, tests: list[Test]
+    ) -> tuple[list[ErrorCluster], dict[str, set[tuple[str, str]]]]:
+        """Group failures by error type and mined template; test their growth."""
+        from scipy import stats
+
+        from ._statistics import prob_greater
+
+        cfg = self.settings
+        sigs_by_type: dict[str, set[str]] = {}
+        for (_, et, sig) in list(ws.errors) + list(prev.errors):
+            sigs_by_type.setdefault(et, set()).add(sig)
+        template_of: dict[tuple[str, str], str] = {}
+        for et, sigs in sigs_by_type.items():
+            ordered = sorted(sigs)
+            for sig, tpl in zip(ordered, cluster_messages(ordered), strict=True):
+                template_of[(et, sig)] = tpl
+        acc: dict[tuple[str, str], dict[str, Any]] = {}
+        for (t, et, sig), (n, first, last, example) in ws.errors.items():
+            key = (et, template_of[(et, sig)])
+            c = acc.setdefault(key, {"n": 0, "first": first, "last": last, "example": example,
+                                     "types": {}, "sigs": set(), "prev": 0})
+            c["n"] += n
+            c["first"] = min(c["first"], first)
+            if last >= c["last"]:
+                c["last"], c["example"] = last, example
+            c["types"][t] = c["types"].get(t, 0) + n
+            c["sigs"].add((et, sig))
+        for (_t, et, sig), (n, *_rest) in prev.errors.items():
+            key = (et, template_of[(et, sig)])
+            if key in acc:
+                acc[key]["prev"] += n
+        prev_ops: dict[str, int] = {}
+        for (t, _, o), n in prev.outcomes.items():
+            if o in ("success", "failure"):
+                prev_ops[t] = prev_ops.get(t, 0) + n
+        total_failures = sum(counts.fail.values())
+        self._exposure = {}
+        clusters: list[ErrorCluster] = []
+        members: dict[str, set[tuple[str, str]]] = {}
+        growth: list[tuple[int, int, int, int]] = []
+        for (et, tpl), c in acc.items():
+            cid = hashlib.sha1(f"{et}\x00{tpl}".encode()).hexdigest()[:8]
+            exposure_now = sum(counts.ok.get(t, 0) + counts.fail.get(t, 0) for t in c["types"])
+            exposure_prev = sum(prev_ops.get(t, 0) for t in c["types"])
+            growth.append((c["n"], exposure_now, c["prev"], exposure_prev))
+            self._exposure[cid] = (exposure_now, exposure_prev)
+            members[cid] = c["sigs"]
+            clusters.append(ErrorCluster(
+                id=cid, error_type=et, template=tpl, count=c["n"],
+                share_of_failures=c["n"] / total_failures if total_failures else 0.0,
+                first_seen=c["first"], last_seen=c["last"], op_types=dict(c["types"]),
+                example=c["example"], previous_count=c["prev"], trend="stable",
+                confidence=0.0, q_value=None,
+            ))
+        if clusters:
+            a1 = [g[0] + 0.5 for g in growth]
+            b1 = [max(g[1] - g[0], 0) + 0.5 for g in growth]
+            a2 = [g[2] + 0.5 for g in growth]
+            b2 = [max(g[3] - g[2], 0) + 0.5 for g in growth]
+            conf = prob_greater(a1, b1, a2, b2, 0.0)
+            for i, (cl, g) in enumerate(zip(clusters, growth, strict=True)):
+                n_now, e_now, n_prev, e_prev = g
+                trend = "stable"
+                if not e_prev:
+                    trend = "unknown"  # nothing ran in the previous window
+                elif n_prev == 0 and n_now >= cfg.min_samples:
+                    trend = "new"
+                elif e_now and e_prev and n_now / e_now < 0.5 * n_prev / e_prev:
+                    trend = "fading"
+                clusters[i] = attrs.evolve(cl, confidence=float(conf[i]), trend=trend)
+                if n_now >= cfg.min_samples and e_now and e_prev and n_now + n_prev > 0:
+                    share = e_now / (e_now + e_prev)
+                    p = float(stats.binom.sf(n_now - 1, n_now + n_prev, share))
+                    tests.append(Test(p, _cluster_growth_marker(cl.id)))
+        clusters.sort(key=lambda c: -c.count)
+        return clusters, members
+
+    def _with_growth(self, c: ErrorCluster, q: float | None) -> ErrorCluster:
+        """Attach the growth test's q-value; significant growth makes a cluster 'growing'."""
+        if q is None:
+            return c
+        trend = c.trend
+        if trend == "stable" and q <= self.settings.fdr:
+            trend = "growing"
+        return attrs.evolve(c, q_value=q, trend=trend)
+
+    def _growth_confidence(
+        self, clusters: list[ErrorCluster], exposure: dict[str, tuple[int, int]]
+    ) -> list[ErrorCluster]:
+        """Confidence that a cluster's rate per operation grew: P(effect) x P(grew)."""
+        out = []
+        for c in clusters:
+            e_now, e_prev = exposure[c.id]
+            if not e_prev or not e_now:
+                out.append(attrs.evolve(c, confidence=0.0))
+                continue
+            tb = Table(c.count, e_now, c.previous_count, e_prev)
+            out.append(attrs.evolve(c, confidence=c.confidence * self._confidence_effect(tb)))
+        return out
+
+    def _cluster_pattern(self, c: ErrorCluster) -> FailurePattern:
+        types = ", ".join(f"{t} ({n})" for t, n in sorted(c.op_types.items(), key=lambda x: -x[1]))
+        trend = {"new": f"new in this window, first seen {_day(c.first_seen)}",
+                 "growing": f"growing ({c.previous_count} in the previous window)",
+                 "fading": f"fading ({c.previous_count} in the previous window)",
+                 "stable": f"{c.previous_count} in the previous window",
+                 "unknown": "no operations of its types in the previous window"}[c.trend]
+        return FailurePattern(
+            kind="error_cluster",
+            description=(f"{c.error_type} '{c.template}': {c.count:,} failures "
+                         f"({_pct(c.share_of_failures)} of failures), {trend}; hits {types}"),
+            op_type=max(c.op_types, key=lambda t: c.op_types[t]) if c.op_types else None,
+            error_type=c.error_type, template=c.template, count=c.count,
+            failures=c.count, support=c.count, share_of_failures=c.share_of_failures,
+            first_seen=c.first_seen, last_seen=c.last_seen,
+            confidence=c.confidence, q_value=c.q_value,
+        )
+
+    def _scan_thresholds(
+        self, counts: Counts, tests: list[Test]
+    ) -> dict[str, tuple[Test | None, dict[str, Any]]]:
+        """For each threshold: the band it would refuse next, and the band above."""
+        from ._statistics import fisher_greater
+
+        out: dict[str, tuple[Test | None, dict[str, Any]]] = {}
+        for name, th in self.thresholds.items():
+            values: dict[Any, list[int]] = {}
+            for t, attrs_ in counts.attrs.items():
+                if th.op_type and t != th.op_type:
+                    continue
+                for v, cell in attrs_.get(th.attribute, {}).items():
+                    if _is_number(v):
+                        acc = values.setdefault(v, [0, 0, 0, 0, 0])
+                        for k in range(5):
+                            acc[k] += cell[k]
+            if not values:
+                out[name] = (None, {})
+                continue
+            info: dict[str, Any] = {"values": values}
+            step, val = th.step, th.value
+            if th.limit == "max":
+                band = [v for v in values if val - step < v <= val]
+                kept = [v for v in values if v <= val - step]
+                above = [v for v in values if val < v <= val + step]
+            else:
+                band = [v for v in values if val <= v < val + step]
+                kept = [v for v in values if v >= val + step]
+                above = [v for v in values if val - step <= v < val]
+            info.update(band=band, kept=kept, above=above)
+            bf = sum(values[v][1] for v in band)
+            bn = sum(values[v][0] + values[v][1] for v in band)
+            kf = sum(values[v][1] for v in kept)
+            kn = sum(values[v][0] + values[v][1] for v in kept)
+            test = None
+            ms = self.settings.min_samples
+            if bn >= ms and kn >= ms and bf + kf > 0:
+                p = float(fisher_greater(bf, bn, bf + kf, bn + kn))
+                test = Test(p, lambda q: None)
+                tests.append(test)
+            out[name] = (test, info)
+        return out
+
+
+def _p_below(a: float, b: float, x: float) -> float:
+    """P(p < x) for p ~ Beta(a, b)."""
+    from scipy import stats
+
+    return float(stats.beta.cdf(x, a, b))
+
+
+def _builder(
+    gen: Scan, kind: str, tb: Table, p: float,
+    describe: Callable[[float, float, float], str], fields: dict[str, Any],
+) -> Callable[[float], FailurePattern | None]:
+    def build(q: float) -> FailurePattern | None:
+        return gen._pattern(kind, tb, q, p, describe, **fields)
+
+    return build
+
+
+def _hour_marker(op_type: str, hour: int) -> Callable[[float], tuple[str, str, int]]:
+    def build(q: float) -> tuple[str, str, int]:
+        return ("hour", op_type, hour)
+
+    return build
+
+
+def _cluster_growth_marker(cid: str) -> Callable[[float], tuple[str, str, float]]:
+    def build(q: float) -> tuple[str, str, float]:
+        return ("growth", cid, q)
+
+    return build
+
