@@ -1,8 +1,10 @@
 """learnkit: let an async orchestrator learn from its own mistakes."""
 
+from ._admission import Admission
 from ._analytics import AnalyticsCollector, Rate
 from ._clustering import cluster_messages
 from ._config import Config, LearningConfig, StorageConfig, ThresholdConfig, load_config
+from ._controller import ThresholdChange, ThresholdController, Verdict
 from ._errors import (
     ConcurrentEditError,
     ConfigError,
@@ -14,7 +16,8 @@ from ._errors import (
     UnknownThresholdError,
 )
 from ._insights import ErrorCluster, FailurePattern, InsightsGenerator, Recommendation, Summary
-from ._kit import Database, Kit, open
+from ._kit import Database, Kit, Thresholds, open
+from ._loop import LearningReport
 from ._model import Operation, Outcome
 from ._stats import wilson_interval
 from ._tracking import OperationTracker, current_operation, track, tracked
@@ -23,6 +26,7 @@ from ._writer import WriterStats
 __version__ = "0.1.0"
 
 __all__ = [
+    "Admission",
     "AnalyticsCollector",
     "ConcurrentEditError",
     "Config",
@@ -34,6 +38,7 @@ __all__ = [
     "InsightsGenerator",
     "Kit",
     "LearningConfig",
+    "LearningReport",
     "LearnkitError",
     "NoKitError",
     "Operation",
@@ -44,9 +49,13 @@ __all__ = [
     "StorageConfig",
     "StoreError",
     "Summary",
+    "ThresholdChange",
     "ThresholdConfig",
+    "ThresholdController",
+    "Thresholds",
     "UnknownOperationError",
     "UnknownThresholdError",
+    "Verdict",
     "WriterStats",
     "cluster_messages",
     "current_operation",

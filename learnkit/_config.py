@@ -49,6 +49,8 @@ class LearningConfig:
     practical_margin: float = 0.05
     #: False discovery rate controlled across one whole scan of patterns.
     fdr: float = 0.1
+    #: Days of outcomes each analysis of the learning loop looks at.
+    window_days: float = 7.0
 
 
 @attrs.frozen
@@ -215,6 +217,8 @@ def _validate(cfg: Config, report: Any) -> None:
         report("learning.failure_cost", f"must be a positive number, got {lc.failure_cost}")
     if not lc.analysis_interval > 0:
         report("learning.analysis_interval", "must be a positive number of seconds")
+    if not lc.window_days > 0:
+        report("learning.window_days", "must be a positive number of days")
     sc = cfg.storage
     if not sc.path:
         report("storage.path", "must name a file")

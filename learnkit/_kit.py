@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import random as _random
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from ._admission import Admission, admit
 from ._analytics import AnalyticsCollector
-from ._config import Config, load_config
+from ._config import Config, ThresholdConfig, load_config
+from ._configfile import LiveConfig
+from ._controller import ThresholdController
 from ._insights import InsightsGenerator
+from ._loop import LearningReport, learn_once, run_learning_loop
 from ._model import RECORDABLE_OUTCOMES, Operation
 from ._store import SQLiteStore
 from ._tracking import OperationTracker, _current, _set_current
@@ -47,15 +53,47 @@ class Database:
         return self.kit._clock()
 
 
+class Thresholds(Mapping[str, int | float]):
+    """Live threshold values (``kit.thresholds["max_complexity"]``).
+
+    Reads the config in force, which follows edits of learnkit.toml by the
+    controller, another process or a person, without a restart.
+    """
+
+    def __init__(self, kit: Kit) -> None:
+        self._kit = kit
+
+    def __getitem__(self, name: str) -> int | float:
+        return self._kit.config.thresholds[name].value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._kit.config.thresholds)
+
+    def __len__(self) -> int:
+        return len(self._kit.config.thresholds)
+
+    def settings(self, name: str) -> ThresholdConfig:
+        """The whole ``[thresholds.NAME]`` table in force."""
+        return self._kit.config.thresholds[name]
+
+    def __repr__(self) -> str:
+        return f"Thresholds({dict(self)!r})"
+
+
 class Kit:
     """An open learnkit: tracking, analytics, insights and thresholds.
 
     Made by :func:`learnkit.open`; do not construct directly.
     """
 
-    def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
-        self.config = config
+    def __init__(
+        self, config: Config, *, clock: Clock | None = None,
+        random: _random.Random | None = None,
+    ) -> None:
+        self._live = LiveConfig(config)
         self._clock: Clock = clock or time.time
+        self._random = random or _random.Random()
+        self._loop_task: asyncio.Task[None] | None = None
         self._store = SQLiteStore(
             config.database_path, busy_timeout=config.storage.busy_timeout
         )
@@ -69,12 +107,23 @@ class Kit:
         self.tracker = OperationTracker(self.database, log)
         self.analytics = AnalyticsCollector(self.database, log)
         self.insights = InsightsGenerator(self.analytics, log)
+        self.controller = ThresholdController(self, log)
+        self.thresholds = Thresholds(self)
         self._closed = True
+
+    @property
+    def config(self) -> Config:
+        """The configuration in force (follows edits of the file, checked once a second)."""
+        return self._live.config
 
     async def _open(self) -> None:
         await self._store.open()
         self._writer.start()
         self._closed = False
+        if self.config.learning.enabled:
+            self._loop_task = asyncio.get_running_loop().create_task(
+                run_learning_loop(self), name="learnkit-learning-loop"
+            )
         if self._store.abandoned_on_open:
             log.warning(
                 "learnkit: %d operation(s) of processes that died while running them "
@@ -145,6 +194,29 @@ class Kit:
         op.error_message = error_message
         self._writer.submit(op)
 
+    def admit(self, op_type: str, /, **attrs: Any) -> Admission:
+        """Should this work be attempted, given the thresholds in force?
+
+        Checks every threshold that gates one of ``attrs`` (and ``op_type``,
+        if the threshold names one). Refused work is recorded as ``skipped``;
+        a fraction ``explore`` of it is admitted anyway and the next
+        operation of ``op_type`` in this task is marked as explored::
+
+            if kit.admit("process_issue", complexity=issue.complexity):
+                await process_issue(issue)
+
+        Never raises; attributes that are not numbers are not gated.
+        """
+        return admit(self, op_type, attrs, self._random)
+
+    async def learn_once(self) -> LearningReport:
+        """One turn of the learning loop now: analyse, judge earlier changes, apply."""
+        return await learn_once(self)
+
+    async def run_learning_loop(self) -> None:
+        """Run the learning loop in this task until cancelled (see ``learning.enabled``)."""
+        await run_learning_loop(self)
+
     async def flush(self, timeout: float | None = None) -> bool:
         """Make everything recorded so far durable; True when it all was.
 
@@ -160,6 +232,10 @@ class Kit:
             return
         self._closed = True
         _set_current(None, remove=self)
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+            self._loop_task = None
         try:
             await self._writer.aclose()
         finally:
@@ -181,7 +257,10 @@ class Kit:
 
 @asynccontextmanager
 async def open(
-    config_path: str | Path = "learnkit.toml", *, clock: Clock | None = None
+    config_path: str | Path = "learnkit.toml",
+    *,
+    clock: Clock | None = None,
+    random: _random.Random | None = None,
 ) -> AsyncIterator[Kit]:
     """Open learnkit: load the config, open the store, start the writer.
 
@@ -192,12 +271,14 @@ async def open(
         config_path: learnkit.toml.
         clock: zero-argument callable returning Unix seconds (UTC), for tests
             and simulations; default :func:`time.time`.
+        random: the random generator exploration draws from (seed it for
+            reproducible simulations).
 
     Raises:
         ConfigError: the config file is missing or invalid.
         StoreError: the database cannot be opened.
     """
-    kit = Kit(load_config(config_path), clock=clock)
+    kit = Kit(load_config(config_path), clock=clock, random=random)
     await kit._open()
     _set_current(kit)
     try:

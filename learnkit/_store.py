@@ -765,6 +765,83 @@ class SQLiteStore:
         ws.merge(agg)
         return ws
 
+    # -- thresholds and bookkeeping -------------------------------------------
+
+    async def record_change(self, row: dict[str, Any]) -> int:
+        """Insert a threshold change; returns its id."""
+
+        def insert() -> int:
+            with self._transaction() as conn:
+                cols = ", ".join(row)
+                marks = ", ".join("?" * len(row))
+                cur = conn.execute(
+                    f"INSERT INTO threshold_changes ({cols}) VALUES ({marks})", list(row.values())
+                )
+                return cur.lastrowid or 0
+
+        return await self._in_thread(insert)
+
+    async def update_change(self, change_id: int, **fields: Any) -> None:
+        """Set fields (status, verdict, verdict_at) of a recorded change."""
+
+        def update() -> None:
+            sets = ", ".join(f"{k} = ?" for k in fields)
+            with self._transaction() as conn:
+                conn.execute(
+                    f"UPDATE threshold_changes SET {sets} WHERE id = ?",
+                    [*fields.values(), change_id],
+                )
+
+        await self._in_thread(update)
+
+    async def changes(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Recorded threshold changes, oldest first."""
+        where, args = ("WHERE name = ?", [name]) if name else ("", [])
+        cur = await self._reader().execute(
+            f"SELECT * FROM threshold_changes {where} ORDER BY at, id", args
+        )
+        cols = [d[0] for d in cur.description]
+        rows = await cur.fetchall()
+        await cur.close()
+        return [dict(zip(cols, r, strict=True)) for r in rows]
+
+    async def meta_get(self, key: str) -> str | None:
+        """A value of the meta table."""
+        rows = await self.fetchall("SELECT value FROM meta WHERE key = ?", [key])
+        return rows[0][0] if rows else None
+
+    async def meta_swap(self, key: str, expected: str | None, new: str) -> bool:
+        """Set ``key`` to ``new`` only if it still holds ``expected``; True if it did.
+
+        Several processes use this to agree on who runs the next analysis.
+        """
+
+        def swap() -> bool:
+            with self._transaction() as conn:
+                row = conn.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+                current = None if row is None else row[0]
+                if current != expected:
+                    return False
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
+                    " DO UPDATE SET value = excluded.value", [key, new],
+                )
+                return True
+
+        return await self._in_thread(swap)
+
+    async def context_counts(
+        self, start: float, end: float, attr: str, op_type: str | None = None
+    ) -> dict[tuple[str, str, int], int]:
+        """(value JSON, outcome, explored) -> operations with ``attr``, ended in [start, end)."""
+        ws = await self.window_stats(start, end)
+        out: dict[tuple[str, str, int], int] = {}
+        for (t, a, v, o, x), n in ws.context.items():
+            if a == attr and (op_type is None or t == op_type):
+                k = (v, o, x)
+                out[k] = out.get(k, 0) + n
+        return out
+
     async def op_types(self) -> list[str]:
         """Every operation type ever recorded (from the rollup, not the rows)."""
         return [r[0] for r in await self.fetchall(

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar, overload
 
+from ._admission import pending as _pending_admission
 from ._errors import UnknownOperationError
 from ._model import Operation, error_type_name
 
@@ -61,6 +62,14 @@ def _untracked(name: str) -> None:
             "wrap your program in `async with learnkit.open(...)`",
             name,
         )
+
+
+def _mark_explored(op: Operation) -> None:
+    """If kit.admit() explored this kind of work in this task, mark the operation."""
+    mark = _pending_admission.get()
+    if mark is not None and mark[0] == op.op_type:
+        op.admission = mark[1]
+        _pending_admission.set(None)
 
 
 def current_operation() -> Operation | None:
@@ -143,6 +152,8 @@ def _wrap(
             else:
                 k, c = _key_and_context(key, context, args, kwargs, op_type)
             op = Operation(op_type, k, c, kit._clock(), _perf(), _current.get())
+            if _pending_admission.get() is not None:
+                _mark_explored(op)
             writer = kit._writer
             writer.live[op] = None
             token = _current.set(op)
@@ -182,6 +193,8 @@ def _wrap(
         else:
             k, c = _key_and_context(key, context, args, kwargs, op_type)
         op = Operation(op_type, k, c, kit._clock(), _perf(), _current.get())
+        if _pending_admission.get() is not None:
+            _mark_explored(op)
         kit._writer.live[op] = None
         token = _current.set(op)
         try:
@@ -284,6 +297,7 @@ class track:
         if kit is None:
             _untracked(self._op_type)
         else:
+            _mark_explored(op)
             kit._writer.live[op] = None
             self._kit = kit
             self._op = op
@@ -360,6 +374,7 @@ class OperationTracker:
             op_type, None if key is None else str(key), dict(context) if context else None,
             kit._clock(), _perf(), _current.get(),
         )
+        _mark_explored(op)
         kit._writer.live[op] = None
         op_id = next(self._ids)
         self._ops[op_id] = op

@@ -1,0 +1,74 @@
+"""Admission: apply the thresholds before work starts, and explore a little.
+
+``kit.admit(op_type, complexity=9)`` checks every threshold that gates one
+of the given attributes (and the operation type, if the threshold names
+one). Refused work is recorded as ``skipped``. A fraction ``explore`` of
+refused work is admitted anyway; the next operation of that type started in
+the same task is marked with that probability, so analysis can tell
+explored outcomes apart and a threshold set too low can rise again.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import random
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+if TYPE_CHECKING:
+    from ._kit import Kit
+
+__all__ = ["Admission", "admit"]
+
+#: (op_type, probability) waiting for the next operation of that type.
+pending: contextvars.ContextVar[tuple[str, float] | None] = contextvars.ContextVar(
+    "learnkit_admission", default=None
+)
+
+
+@attrs.frozen
+class Admission:
+    """Whether to attempt the work. Truthy when admitted."""
+
+    #: Attempt it.
+    admitted: bool
+    #: Admitted only to explore (it was refused by a threshold).
+    explored: bool = False
+    #: For explored work: the probability with which refused work is explored.
+    probability: float | None = None
+    #: The threshold that refused it, if any.
+    threshold: str | None = None
+    #: Why, in words.
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.admitted
+
+
+def _refuses(limit: str, value: float, attr_value: Any) -> bool:
+    if isinstance(attr_value, bool) or not isinstance(attr_value, (int, float)):
+        return False
+    return bool(attr_value > value) if limit == "max" else bool(attr_value < value)
+
+
+def admit(kit: Kit, op_type: str, attrs_: dict[str, Any], rng: random.Random) -> Admission:
+    """See :meth:`learnkit.Kit.admit`."""
+    cfg = kit.config
+    for name, th in cfg.thresholds.items():
+        if th.attribute not in attrs_ or (th.op_type and th.op_type != op_type):
+            continue
+        v = attrs_[th.attribute]
+        if not _refuses(th.limit, th.value, v):
+            continue
+        sign = ">" if th.limit == "max" else "<"
+        why = f"{name}: {th.attribute} = {v} {sign} {th.value}"
+        explore = cfg.learning.explore
+        if explore > 0 and rng.random() < explore:
+            pending.set((op_type, explore))
+            return Admission(True, True, explore, name, f"explored ({explore:.0%}); {why}")
+        kit.record(op_type, outcome="skipped", started_at=kit.now(), context=attrs_,
+                   error_type="Refused", error_message=why)
+        return Admission(False, False, None, name, why)
+    pending.set(None)
+    return Admission(True, reason="within every threshold")

@@ -1,0 +1,184 @@
+"""Rewriting learnkit.toml safely, and seeing edits to it while running.
+
+A rewrite holds an advisory lock (``learnkit.toml.lock`` beside the file,
+``fcntl.flock``), re-reads and validates the file, refuses to proceed if it
+changed since the caller read it, writes a temporary file in the same
+directory, fsyncs it, renames it over the original and fsyncs the directory.
+A crash at any point leaves either the old file or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from ._config import Config, load_config, parse_config
+from ._errors import ConcurrentEditError, ConfigError, UnknownThresholdError
+
+__all__ = ["LiveConfig", "atomic_write", "file_lock", "rewrite_threshold"]
+
+log = logging.getLogger("learnkit")
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks; rename is still atomic
+    fcntl = None  # type: ignore[assignment]
+
+#: Called with the temporary file's path just before the rename (crash tests).
+_before_replace: Callable[[Path], None] | None = None
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold the exclusive advisory lock that guards rewrites of ``path``."""
+    lock = path.with_name(path.name + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``: temp file, fsync, rename, fsync the directory."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o644
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if _before_replace is not None:
+            _before_replace(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _sweep_temporaries(path: Path) -> None:
+    """Remove temporary files left by rewrites that crashed before their rename."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def rewrite_threshold(
+    path: Path, name: str, value: int | float, expected_digest: str | None
+) -> Config:
+    """Set ``thresholds.NAME.value`` in learnkit.toml, keeping everything else.
+
+    Args:
+        path: the config file.
+        name: the threshold.
+        value: its new value.
+        expected_digest: the digest of the file the caller decided on; None
+            to skip the check.
+
+    Returns:
+        The config as written.
+
+    Raises:
+        ConcurrentEditError: the file changed since the caller read it.
+        ConfigError: the file is invalid now (it is left untouched), or the
+            new value would make it invalid.
+        UnknownThresholdError: the file no longer defines ``name``.
+    """
+    with file_lock(path):
+        _sweep_temporaries(path)
+        text = path.read_text(encoding="utf-8")
+        current = parse_config(text, path)  # an invalid file is reported, never overwritten
+        if expected_digest is not None and current.digest != expected_digest:
+            raise ConcurrentEditError(
+                f"{path} changed since it was read; re-read it and decide again"
+            )
+        if name not in current.thresholds:
+            raise UnknownThresholdError(f"{path} no longer defines [thresholds.{name}]")
+        document: dict[str, Any] = tomllib.loads(text)
+        document["thresholds"][name]["value"] = value
+        new_text = tomli_w.dumps(document)
+        written = parse_config(new_text, path)
+        atomic_write(path, new_text)
+        return written
+
+
+class LiveConfig:
+    """The config in force: reloaded when the file changes, checked at most once a second.
+
+    An edit that makes the file invalid is logged (once per distinct error)
+    and the last valid config stays in force: a typo never stops tracking.
+    """
+
+    def __init__(self, config: Config, *, check_every: float = 1.0) -> None:
+        self._config = config
+        self._check_every = check_every
+        self._checked = time.monotonic()
+        self._stat = self._signature()
+        self._last_error: str | None = None
+
+    def _signature(self) -> tuple[int, int, int] | None:
+        try:
+            st = self._config.path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    @property
+    def config(self) -> Config:
+        """The current config (may reload it from disk)."""
+        now = time.monotonic()
+        if now - self._checked >= self._check_every:
+            self._checked = now
+            self.refresh()
+        return self._config
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Reload if the file changed (or ``force``); True when the config changed."""
+        sig = self._signature()
+        if not force and sig == self._stat:
+            return False
+        self._stat = sig
+        try:
+            fresh = load_config(self._config.path)
+        except ConfigError as exc:
+            if str(exc) != self._last_error:
+                self._last_error = str(exc)
+                log.error("learnkit: keeping the last valid config; %s", exc)
+            return False
+        self._last_error = None
+        changed = fresh.digest != self._config.digest
+        if changed:
+            old = {k: t.value for k, t in self._config.thresholds.items()}
+            new = {k: t.value for k, t in fresh.thresholds.items()}
+            if old != new:
+                log.info("learnkit: thresholds now %s (were %s)", new, old)
+        self._config = fresh
+        return changed
+
+    def set(self, config: Config) -> None:
+        """Install a config this process has just written."""
+        self._config = config
+        self._stat = self._signature()
+        self._checked = time.monotonic()

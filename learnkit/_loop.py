@@ -1,0 +1,91 @@
+"""The learning loop: analyse every ``analysis_interval``, measure, apply.
+
+The time of the last analysis is kept in the store, so a restart neither
+repeats an analysis nor skips one, and several processes sharing one
+database agree on who runs each analysis (compare-and-swap in ``meta``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ._controller import ThresholdChange, Verdict
+from ._errors import LearnkitError
+from ._patterns import Summary
+
+if TYPE_CHECKING:
+    from ._kit import Kit
+
+__all__ = ["LearningReport", "learn_once", "run_learning_loop"]
+
+log = logging.getLogger("learnkit")
+LAST = "last_analysis"
+
+
+@attrs.frozen
+class LearningReport:
+    """What one turn of the loop found and did."""
+
+    #: The analysis.
+    summary: Summary
+    #: Verdicts on earlier changes (rollbacks included).
+    verdicts: list[Verdict]
+    #: Changes applied this turn.
+    applied: list[ThresholdChange]
+
+
+async def learn_once(kit: Kit) -> LearningReport:
+    """Analyse the window, judge earlier changes, apply what clears the guard rails."""
+    lc = kit.config.learning
+    summary = await kit.insights.generate_summary(days=lc.window_days)
+    verdicts = await kit.controller.evaluate()
+    applied = await kit.controller.apply(summary) if lc.auto_apply else []
+    for v in verdicts:
+        if v.verdict != "pending":
+            log.info("learnkit: %s %s -> %s: %s (%s)%s", v.change.name, v.change.old_value,
+                     v.change.new_value, v.verdict, v.reason,
+                     "; rolled back" if v.rolled_back else "")
+    if not lc.auto_apply and summary["recommended_thresholds"]:
+        log.info("learnkit: recommended (auto_apply is off): %s",
+                 summary["recommended_thresholds"])
+    log.info("learnkit: analysed %d outcomes, %d patterns, %d recommendations, %d applied",
+             summary["sample_size"], len(summary["failure_patterns"]),
+             len(summary["recommendations"]), len(applied))
+    return LearningReport(summary, verdicts, applied)
+
+
+async def run_learning_loop(kit: Kit, *, poll: float = 60.0) -> None:
+    """Run forever: one analysis per ``analysis_interval`` across all processes.
+
+    Never raises for learnkit's own faults: they are logged and the loop
+    goes on. Cancel the task to stop it.
+    """
+    store = kit._store
+    while True:
+        try:
+            interval = kit.config.learning.analysis_interval
+            last = await store.meta_get(LAST)
+            now = kit.now()
+            if last is None:
+                # First start: analyse after one interval, when there is data.
+                await store.meta_swap(LAST, None, repr(now))
+                wait = interval
+            else:
+                due = float(last) + interval
+                wait = due - now
+                if wait <= 0 and await store.meta_swap(LAST, last, repr(now)):
+                    await learn_once(kit)
+                    wait = interval
+        except asyncio.CancelledError:
+            raise
+        except (LearnkitError, OSError, ValueError, ArithmeticError) as exc:
+            log.error("learnkit: learning loop: %s", exc)
+            wait = poll
+        except Exception:  # the loop must outlive any single bad analysis
+            log.exception("learnkit: learning loop failed; retrying in %.0f s", poll)
+            wait = poll
+        await asyncio.sleep(max(0.01, min(wait, poll)))

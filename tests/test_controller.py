@@ -1,0 +1,418 @@
+"""The controller: safe rewrites of learnkit.toml, guard rails, measuring, rollback, admission."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import learnkit
+from learnkit._configfile import rewrite_threshold
+from learnkit._patterns import FailurePattern, Recommendation
+
+from .conftest import BASE_CONFIG, T0, Clock, rows
+
+ROOT = Path(__file__).resolve().parent.parent
+DAY = 86400.0
+FOREIGN = '\n[orchestrator]\nname = "bot"\nlabels = ["a", "b"]\n\n[orchestrator.limits]\nmax_prs = 3\n'
+
+
+def config(tmp_path: Path, text: str = BASE_CONFIG + FOREIGN) -> Path:
+    p = tmp_path / "learnkit.toml"
+    p.write_text(text)
+    return p
+
+
+def rec(current: float, recommended: float, *, confidence: float = 0.9,
+        support: int = 50, name: str = "max_complexity") -> learnkit.Summary:
+    """A summary holding one threshold recommendation (as the analysis would make it)."""
+    evidence = FailurePattern(kind="context", description="band", support=support)
+    r = Recommendation(action=f"lower_threshold:{name}", message="test", confidence=confidence,
+                       threshold=name, current=current, recommended=recommended,
+                       evidence=(evidence,))
+    return {"recommendations": [r]}  # type: ignore[typeddict-item]
+
+
+def band_data(kit: learnkit.Kit, *, n: int = 600, fail8: float = 0.85, start: float = T0 - 6 * DAY,
+              end: float = T0, seed: int = 1) -> None:
+    """Outcomes where complexity 8 fails ``fail8`` of the time and the rest rarely."""
+    r = random.Random(seed)
+    for _ in range(n):
+        t = r.uniform(start, end)
+        cx = r.randint(1, 8)
+        fail = r.random() < (fail8 if cx == 8 else 0.08)
+        kit.record("x", outcome="failure" if fail else "success", started_at=t,
+                   context={"complexity": cx})
+
+
+class TestRewrite:
+    def test_same_data_but_the_value(self, tmp_path: Path) -> None:
+        """After a rewrite the file parses to the same document except the one value."""
+        p = config(tmp_path)
+        before = tomllib.loads(p.read_text())
+        cfg = learnkit.load_config(p)
+        rewrite_threshold(p, "max_complexity", 7, cfg.digest)
+        after = tomllib.loads(p.read_text())
+        assert after["thresholds"]["max_complexity"].pop("value") == 7
+        assert before["thresholds"]["max_complexity"].pop("value") == 8
+        assert after == before
+
+    def test_stale_digest_is_refused_and_file_kept(self, tmp_path: Path) -> None:
+        """A file edited since it was read is not overwritten."""
+        p = config(tmp_path)
+        cfg = learnkit.load_config(p)
+        edited = p.read_text().replace('name = "bot"', 'name = "human edit"')
+        p.write_text(edited)
+        with pytest.raises(learnkit.ConcurrentEditError, match="changed since"):
+            rewrite_threshold(p, "max_complexity", 7, cfg.digest)
+        assert p.read_text() == edited
+
+    def test_crash_between_write_and_rename_keeps_old_file(self, tmp_path: Path) -> None:
+        """A process killed just before the rename leaves the old file whole."""
+        p = config(tmp_path)
+        original = p.read_bytes()
+        script = textwrap.dedent(f"""
+            import os, signal
+            from pathlib import Path
+            import learnkit, learnkit._configfile as cf
+            cf._before_replace = lambda tmp: os.kill(os.getpid(), signal.SIGKILL)
+            p = Path({str(p)!r})
+            cf.rewrite_threshold(p, "max_complexity", 7, learnkit.load_config(p).digest)
+        """)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.run([sys.executable, "-c", script], env=env, timeout=60)
+        assert proc.returncode == -9
+        assert p.read_bytes() == original
+        assert list(tmp_path.glob(".learnkit.toml.*.tmp"))  # the crash left its temp file
+        cfg = learnkit.load_config(p)
+        rewrite_threshold(p, "max_complexity", 7, cfg.digest)  # ... which the next one sweeps
+        assert not list(tmp_path.glob(".learnkit.toml.*.tmp"))
+        assert learnkit.load_config(p).thresholds["max_complexity"].value == 7
+
+    async def test_invalid_file_is_reported_and_never_overwritten(self, tmp_path: Path) -> None:
+        """apply() on a file broken since opening names path and line, and writes nothing."""
+        p = config(tmp_path)
+        async with learnkit.open(p, clock=Clock()) as kit:
+            broken = p.read_text().replace("min = 3", "min = [3")
+            p.write_text(broken)
+            with pytest.raises(learnkit.ConfigError, match=r"learnkit.toml:\d+: not valid TOML"):
+                await kit.controller.apply(rec(8, 7))
+            assert p.read_text() == broken
+            assert await kit.controller.history() == []
+
+
+class TestGuardRails:
+    async def test_applies_one_step_and_records(self, tmp_path: Path) -> None:
+        """A valid recommendation is applied, recorded, and live at once."""
+        p = config(tmp_path)
+        async with learnkit.open(p, clock=Clock()) as kit:
+            made = await kit.controller.apply(rec(8, 7))
+            assert [(c.old_value, c.new_value, c.kind) for c in made] == [(8, 7, "lower")]
+            assert kit.thresholds["max_complexity"] == 7
+            (h,) = await kit.controller.history("max_complexity")
+            assert (h.name, h.confidence, h.samples, h.status) == ("max_complexity", 0.9, 50,
+                                                                    "applied")
+            assert h.evidence[0]["support"] == 50
+        assert learnkit.load_config(p).thresholds["max_complexity"].value == 7
+
+    @pytest.mark.parametrize(
+        ("kwargs", "why"),
+        [({"confidence": 0.69}, "confidence"), ({"support": 9}, "min_samples")],
+    )
+    async def test_nothing_below_confidence_or_min_samples(
+        self, tmp_path: Path, kwargs: dict[str, Any], why: str,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """Below confidence_threshold or min_samples nothing is written."""
+        caplog.set_level(logging.INFO, logger="learnkit")
+        p = config(tmp_path)
+        before = p.read_text()
+        async with learnkit.open(p, clock=Clock()) as kit:
+            assert await kit.controller.apply(rec(8, 7, **kwargs)) == []
+        assert p.read_text() == before
+        assert why in caplog.text
+
+    @settings(max_examples=40, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(value=st.integers(3, 12), target=st.integers(-5, 20), step=st.integers(1, 3),
+           lo=st.integers(0, 6), hi=st.integers(8, 14))
+    def test_never_outside_bounds_or_beyond_step(
+        self, tmp_path_factory: pytest.TempPathFactory, value: int, target: int, step: int,
+        lo: int, hi: int,
+    ) -> None:
+        """Whatever is recommended, the value stays in [min, max] and moves at most one step."""
+        value = min(max(value, lo), hi)
+        d = tmp_path_factory.mktemp("bounds")
+        text = BASE_CONFIG.replace("value = 8", f"value = {value}").replace(
+            "min = 3", f"min = {lo}").replace("max = 12", f"max = {hi}").replace(
+            "step = 1", f"step = {step}")
+        p = config(d, text)
+
+        async def go() -> list[learnkit.ThresholdChange]:
+            async with learnkit.open(p, clock=Clock()) as kit:
+                return await kit.controller.apply(rec(value, target))
+
+        made = asyncio.run(go())
+        new = learnkit.load_config(p).thresholds["max_complexity"].value
+        assert lo <= new <= hi
+        assert abs(new - value) <= step
+        assert (new != value) == bool(made)
+        if made:
+            assert (new - value) * (target - value) > 0  # in the recommended direction
+
+    async def test_cooldown(self, tmp_path: Path) -> None:
+        """A second change waits for min_samples new outcomes."""
+        p = config(tmp_path)
+        clock = Clock()
+        async with learnkit.open(p, clock=clock) as kit:
+            assert await kit.controller.apply(rec(8, 7))
+            clock.advance(60)
+            assert await kit.controller.apply(rec(7, 6)) == []
+            for i in range(10):
+                kit.record("x", outcome="success", started_at=clock.now + i)
+            clock.advance(60)
+            await kit.flush()
+            assert [c.new_value for c in await kit.controller.apply(rec(7, 6))] == [6]
+
+    async def test_manual_edit_is_kept(self, tmp_path: Path) -> None:
+        """An edit made while running is kept: other keys survive, a changed value wins."""
+        p = config(tmp_path)
+        async with learnkit.open(p, clock=Clock()) as kit:
+            p.write_text(p.read_text().replace('name = "bot"', 'name = "renamed"'))
+            assert await kit.controller.apply(rec(8, 7))
+            doc = tomllib.loads(p.read_text())
+            assert doc["orchestrator"]["name"] == "renamed"
+            assert doc["thresholds"]["max_complexity"]["value"] == 7
+            p.write_text(p.read_text().replace("value = 7", "value = 10"))  # a person decides
+            for i in range(10):
+                kit.record("x", outcome="success", started_at=T0 + i)
+            await kit.flush()
+            assert await kit.controller.apply(rec(7, 6)) == []  # made for 7, not 10
+            assert learnkit.load_config(p).thresholds["max_complexity"].value == 10
+
+    async def test_rollback_by_hand(self, tmp_path: Path) -> None:
+        """rollback() restores the old value and records it; an edited value is not clobbered."""
+        p = config(tmp_path)
+        async with learnkit.open(p, clock=Clock()) as kit:
+            with pytest.raises(learnkit.LearnkitError, match="no applied change"):
+                await kit.controller.rollback("max_complexity")
+            await kit.controller.apply(rec(8, 7))
+            back = await kit.controller.rollback("max_complexity")
+            assert (back.old_value, back.new_value, back.kind) == (7, 8, "rollback")
+            assert kit.thresholds["max_complexity"] == 8
+            first, second = await kit.controller.history("max_complexity")
+            assert first.status == "rolled_back" and second.kind == "rollback"
+            with pytest.raises(learnkit.UnknownThresholdError):
+                await kit.controller.rollback("nope")
+
+
+class TestMeasure:
+    async def test_lowered_then_rolled_back_when_band_turns_good(self, tmp_path: Path) -> None:
+        """Band 8 failed, so 8 -> 7; exploration then shows it succeeds: rolled back to 8."""
+        text = BASE_CONFIG.replace("confidence_threshold = 0.7",
+                                   "confidence_threshold = 0.7\nexplore = 0.5")
+        p = config(tmp_path, text)
+        clock = Clock()
+        async with learnkit.open(p, clock=clock, random=random.Random(5)) as kit:
+            band_data(kit)
+            await kit.flush()
+            report = await kit.learn_once()
+            assert [(c.old_value, c.new_value) for c in report.applied] == [(8, 7)]
+            r = random.Random(9)
+            for _ in range(300):  # two days: the world changed, complexity 8 now succeeds
+                clock.advance(600)
+                cx = r.randint(1, 8)
+                if kit.admit("x", complexity=cx):
+                    async with learnkit.track("x", complexity=cx) as op:
+                        if r.random() < (0.05 if cx == 8 else 0.08):
+                            op.fail("TestFailure", "x")
+            await kit.flush()
+            verdicts = await kit.controller.evaluate()
+            (v,) = verdicts
+            assert (v.verdict, v.rolled_back) == ("worse", True)
+            assert v.band["values"] == [8] and v.band["n"] >= 10
+            assert kit.thresholds["max_complexity"] == 8
+            kinds = [c.kind for c in await kit.controller.history()]
+            assert kinds == ["lower", "rollback"]
+            explored = rows(kit.database.path, "admission IS NOT NULL")
+            assert explored and all(r_["admission"] == 0.5 for r_ in explored)
+
+    async def test_raised_when_exploration_shows_band_above_worth_it(self, tmp_path: Path) -> None:
+        """At max_complexity 6, explored complexity-7 work succeeds: raise 6 -> 7."""
+        text = BASE_CONFIG.replace("value = 8", "value = 6").replace(
+            "confidence_threshold = 0.7", "confidence_threshold = 0.7\nexplore = 0.3")
+        p = config(tmp_path, text)
+        clock = Clock(T0 - 6 * DAY)
+        r = random.Random(4)
+        async with learnkit.open(p, clock=clock, random=random.Random(2)) as kit:
+            for _ in range(700):
+                clock.advance(700)
+                cx = r.randint(1, 8)
+                if kit.admit("x", complexity=cx):
+                    async with learnkit.track("x", complexity=cx) as op:
+                        if r.random() < (0.1 if cx <= 7 else 0.9):
+                            op.fail("TestFailure", "x")
+            await kit.flush()
+            report = await kit.learn_once()
+            assert [(c.old_value, c.new_value, c.kind) for c in report.applied] == [
+                (6, 7, "raise")]
+            assert kit.thresholds["max_complexity"] == 7
+
+    async def test_pending_until_min_samples(self, tmp_path: Path) -> None:
+        """Right after a change there is no data: the verdict is pending, never improved."""
+        p = config(tmp_path)
+        async with learnkit.open(p, clock=Clock()) as kit:
+            await kit.controller.apply(rec(8, 7))
+            (v,) = await kit.controller.evaluate()
+            assert v.verdict == "pending"
+            assert (await kit.controller.history())[0].verdict is None
+
+
+class TestAdmission:
+    async def test_refusal_is_skipped_with_context(self, tmp_path: Path) -> None:
+        """Work above the threshold is refused and recorded as skipped, with its reason."""
+        p = config(tmp_path, BASE_CONFIG.replace("confidence_threshold = 0.7",
+                                                 "confidence_threshold = 0.7\nexplore = 0.0"))
+        clock = Clock()
+        async with learnkit.open(p, clock=clock) as kit:
+            yes = kit.admit("x", complexity=8)
+            no = kit.admit("x", complexity=9)
+            other = kit.admit("x", lang="go", complexity="high")  # not gated: not a number
+            assert (bool(yes), bool(no), bool(other)) == (True, False, True)
+            assert no.threshold == "max_complexity" and "complexity = 9 > 8" in no.reason
+            await kit.flush()
+            (row,) = rows(kit.database.path)
+            assert (row["outcome"], row["error_type"], row["context"]) == (
+                "skipped", "Refused", '{"complexity":9}')
+            clock.advance(1)  # windows exclude their end: the refusal happened at "now"
+            counts = await kit.analytics.get_outcome_counts(days=1)
+            assert counts["skipped"] == 1 and counts["success"] == 0
+
+    async def test_exploration_fraction(self, tmp_path: Path) -> None:
+        """About `explore` of refused work is admitted, marked with that probability."""
+        p = config(tmp_path, BASE_CONFIG.replace("confidence_threshold = 0.7",
+                                                 "confidence_threshold = 0.7\nexplore = 0.2"))
+        async with learnkit.open(p, clock=Clock(), random=random.Random(1)) as kit:
+            explored = 0
+            for _ in range(1000):
+                a = kit.admit("x", complexity=11)
+                if a:
+                    assert a.explored and a.probability == 0.2
+                    explored += 1
+                    async with learnkit.track("x", complexity=11):
+                        pass
+            await kit.flush()
+            assert 150 <= explored <= 250
+            marked = rows(kit.database.path, "admission = 0.2")
+            assert len(marked) == explored
+            skipped = rows(kit.database.path, "outcome = 'skipped'")
+            assert len(skipped) == 1000 - explored
+
+
+class TestLive:
+    async def test_manual_edit_reaches_running_kit(self, tmp_path: Path) -> None:
+        """Editing the file changes kit.thresholds without a restart."""
+        p = config(tmp_path)
+        async with learnkit.open(p) as kit:
+            kit._live._check_every = 0.0
+            assert kit.thresholds["max_complexity"] == 8
+            p.write_text(p.read_text().replace("value = 8", "value = 5"))
+            assert kit.thresholds["max_complexity"] == 5
+            assert dict(kit.thresholds) == {"max_complexity": 5}
+
+    async def test_invalid_edit_keeps_last_valid(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A broken edit is logged and the last valid values stay in force."""
+        p = config(tmp_path)
+        async with learnkit.open(p) as kit:
+            kit._live._check_every = 0.0
+            p.write_text(p.read_text().replace("value = 8", "value = 'eight'"))
+            assert kit.thresholds["max_complexity"] == 8
+            assert "keeping the last valid config" in caplog.text
+            assert "thresholds.max_complexity.value" in caplog.text
+
+
+class TestLoop:
+    async def test_persisted_schedule(self, tmp_path: Path) -> None:
+        """The loop runs when due, records when; a restart inside the interval does not repeat."""
+        text = BASE_CONFIG.replace("enabled = false", "enabled = true\nanalysis_interval = 3600")
+        p = config(tmp_path, text)
+        clock = Clock()
+        async with learnkit.open(p, clock=clock) as kit:
+            await asyncio.sleep(0.2)  # first start: schedules, does not analyse
+            first = await kit._store.meta_get("last_analysis")
+            assert first is not None and float(first) == clock.now
+        clock.advance(3601)
+        async with learnkit.open(p, clock=clock) as kit:
+            band_data(kit, start=clock.now - 5 * DAY, end=clock.now)
+            await kit.flush()
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                if await kit.controller.history():
+                    break
+            assert float(await kit._store.meta_get("last_analysis") or 0) == clock.now
+            assert [c.new_value for c in await kit.controller.history()] == [7]
+        clock.advance(60)
+        async with learnkit.open(p, clock=clock) as kit:
+            await asyncio.sleep(0.3)
+            assert float(await kit._store.meta_get("last_analysis") or 0) == clock.now - 60
+
+    @pytest.mark.slow
+    def test_two_processes_never_conflict(self, tmp_path: Path) -> None:
+        """Two processes running the loop on one config and database agree on every value."""
+        text = BASE_CONFIG.replace("enabled = false", "enabled = true\nanalysis_interval = 0.2")
+        p = config(tmp_path, text)
+
+        async def seed() -> None:
+            async with learnkit.open(p) as kit:
+                kit._loop_task.cancel()  # type: ignore[union-attr]
+                now = kit.now()
+                r = random.Random(3)
+                for _ in range(3000):  # bands 8, 7 and 6 all below break-even
+                    t = r.uniform(now - 5 * DAY, now - 60)
+                    cx = r.randint(1, 8)
+                    fail = r.random() < (0.9 if cx >= 6 else 0.05)
+                    kit.record("x", outcome="failure" if fail else "success", started_at=t,
+                               context={"complexity": cx})
+
+        asyncio.run(seed())
+        script = textwrap.dedent(f"""
+            import asyncio, random, time, learnkit
+            async def main():
+                async with learnkit.open({str(p)!r}) as kit:
+                    kit._live._check_every = 0.0
+                    r = random.Random()
+                    end = time.time() + 6
+                    while time.time() < end:
+                        cx = r.randint(1, 5)
+                        kit.record("x", outcome="success", started_at=time.time(),
+                                   context={{"complexity": cx}})
+                        await asyncio.sleep(0.002)
+            asyncio.run(main())
+        """)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        procs = [subprocess.Popen([sys.executable, "-c", script], env=env) for _ in range(2)]
+        assert [pr.wait(timeout=120) for pr in procs] == [0, 0]
+        conn = sqlite3.connect(tmp_path / "learnkit.db")
+        changes = conn.execute(
+            "SELECT old_value, new_value FROM threshold_changes ORDER BY at, id").fetchall()
+        conn.close()
+        assert changes, "the loops changed nothing"
+        for (_, new), (old, _) in itertools.pairwise(changes):
+            assert old == new  # each change starts from where the previous one left the value
+        assert learnkit.load_config(p).thresholds["max_complexity"].value == changes[-1][1]
+        assert all(abs(n - o) == 1 for o, n in changes)
