@@ -1,164 +1,32 @@
 """Four simulated weeks of an orchestrator with the learning loop active.
 
-    python examples/four_weeks.py [DIR]
+    python examples/four_weeks.py [DIR] [--seed N]
 
-Issues arrive with complexity 1 to 12; the harder the issue, the likelier
-the orchestrator's change fails its tests. The orchestrator asks
-``kit.admit()`` before each issue (max_complexity starts at 8, as in the
-specification), and the learning loop analyses once per simulated day,
-lowering the threshold when the evidence clears ``min_samples`` and
-``confidence_threshold``. At the end it prints, week by week, the success
-rate, the coverage it cost, the utility, and the threshold in force.
-
-Everything is real: the SQLite store, the writer, the analysis, and the
-rewrites of learnkit.toml. Only time is simulated.
+The simulation itself is learnkit/demo.py (so that ``learnkit demo`` can
+run it too): an orchestrator that asks ``kit.admit()`` before each issue,
+tracks each one with ``@tracked``, and runs ``kit.learn_once()`` once per
+simulated day. This prints the weekly table: success rate, the coverage it
+cost, utility per offered issue, and the threshold in force.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import random
 import tempfile
 from pathlib import Path
 
-import learnkit
-from learnkit import tracked
-
-CONFIG = """\
-[learning]
-enabled = false             # the simulation drives the loop on simulated time
-analysis_interval = 86400
-min_samples = 10
-confidence_threshold = 0.7
-auto_apply = true
-failure_cost = 1.0
-explore = 0.05
-window_days = 7
-
-[storage]
-path = "learnkit.db"
-
-[thresholds.max_complexity]
-value = 8
-attribute = "complexity"
-limit = "max"
-op_type = "process_issue"
-min = 3
-max = 12
-step = 1
-description = "Largest issue complexity the orchestrator attempts"
-"""
-
-DAY = 86400.0
-START = 1_790_000_000.0
-#: Chance that the change for an issue of this complexity passes its tests.
-P_SUCCESS = {1: 0.97, 2: 0.95, 3: 0.93, 4: 0.90, 5: 0.80, 6: 0.65,
-             7: 0.30, 8: 0.12, 9: 0.08, 10: 0.05, 11: 0.04, 12: 0.03}
-ISSUES_PER_DAY = 30
-
-
-class TestFailure(Exception):
-    """The change broke the tests."""
-
-
-class SimClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Issue:
-    def __init__(self, number: int, complexity: int) -> None:
-        self.number = number
-        self.complexity = complexity
-
-
-@tracked("process_issue",
-         key=lambda issue, rng: f"issue-{issue.number}",
-         context=lambda issue, rng: {"complexity": issue.complexity})
-async def process_issue(issue: Issue, rng: random.Random) -> None:
-    if rng.random() > P_SUCCESS[issue.complexity]:
-        raise TestFailure(f"{rng.randint(1, 9)} unit tests failed for issue #{issue.number}")
-
-
-async def simulate(workdir: Path, seed: int = 7) -> list[dict[str, float | int | None]]:
-    """Run 28 days; return one row per week."""
-    cfg = workdir / "learnkit.toml"
-    cfg.write_text(CONFIG)
-    for f in workdir.glob("learnkit.db*"):
-        f.unlink()
-    clock = SimClock(START)
-    rng = random.Random(seed)
-    rows = []
-    async with learnkit.open(cfg, clock=clock, random=random.Random(seed + 1)) as kit:
-        number = 0
-        for day in range(28):
-            for _ in range(ISSUES_PER_DAY):
-                number += 1
-                issue = Issue(number, rng.randint(1, 12))
-                if kit.admit("process_issue", complexity=issue.complexity):
-                    try:
-                        await process_issue(issue, rng)
-                    except TestFailure:
-                        pass
-                clock.now += DAY / ISSUES_PER_DAY
-            await kit.flush()
-            await kit.learn_once()  # the daily analysis of the learning loop
-            if day % 7 == 6:
-                counts = await kit.analytics.get_outcome_counts(days=7)
-                s, f, k = counts["success"], counts["failure"], counts["skipped"]
-                offered = s + f + k
-                rows.append({
-                    "week": day // 7 + 1,
-                    "success_rate": s / (s + f) if s + f else None,
-                    "coverage": (s + f) / offered if offered else None,
-                    "utility": (s - kit.config.learning.failure_cost * f) / offered,
-                    "threshold": kit.thresholds["max_complexity"],
-                    "attempted": s + f,
-                    "offered": offered,
-                })
-        history = await kit.controller.history("max_complexity")
-    return _with_changes(rows, history)
-
-
-def _with_changes(rows: list[dict[str, float | int | None]],
-                  history: list[learnkit.ThresholdChange]) -> list[dict[str, float | int | None]]:
-    for row in rows:
-        week = int(row["week"] or 0)
-        row["changes"] = sum(1 for h in history
-                             if START + (week - 1) * 7 * DAY <= h.at < START + week * 7 * DAY)
-    return rows
-
-
-def table(rows: list[dict[str, float | int | None]]) -> str:
-    lines = ["| Week | Success rate | Improvement | Coverage | Utility / offered | "
-             "max_complexity at week end |",
-             "|---|---|---|---|---|---|"]
-    base = rows[0]["success_rate"]
-    for r in rows:
-        rate = r["success_rate"]
-        assert rate is not None and base is not None
-        imp = "baseline" if r["week"] == 1 else f"{(rate - base) * 100:+.0f} pts"
-        lines.append(
-            f"| Week {r['week']} | {rate:.1%} | {imp} | {r['coverage']:.0%} "
-            f"({r['attempted']} of {r['offered']}) | {r['utility']:+.2f} | {r['threshold']} |"
-        )
-    return "\n".join(lines)
+from learnkit.demo import simulate, table
 
 
 def main() -> None:
-    import argparse
-
     ap = argparse.ArgumentParser(description="Four simulated weeks with the learning loop.")
     ap.add_argument("dir", nargs="?", type=Path, help="where to put learnkit.toml and the db")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
     target = args.dir or Path(tempfile.mkdtemp(prefix="learnkit-"))
     target.mkdir(parents=True, exist_ok=True)
-    rows = asyncio.run(simulate(target, seed=args.seed))
-    print(table(rows))
+    print(table(asyncio.run(simulate(target, seed=args.seed))))
 
 
 if __name__ == "__main__":

@@ -89,8 +89,10 @@ class Kit:
     def __init__(
         self, config: Config, *, clock: Clock | None = None,
         random: _random.Random | None = None,
+        learning_loop: bool | None = None,
     ) -> None:
         self._live = LiveConfig(config)
+        self._start_loop = config.learning.enabled if learning_loop is None else learning_loop
         self._clock: Clock = clock or time.time
         self._random = random or _random.Random()
         self._loop_task: asyncio.Task[None] | None = None
@@ -120,7 +122,7 @@ class Kit:
         await self._store.open()
         self._writer.start()
         self._closed = False
-        if self.config.learning.enabled:
+        if self._start_loop:
             self._loop_task = asyncio.get_running_loop().create_task(
                 run_learning_loop(self), name="learnkit-learning-loop"
             )
@@ -261,6 +263,7 @@ async def open(
     *,
     clock: Clock | None = None,
     random: _random.Random | None = None,
+    learning_loop: bool | None = None,
 ) -> AsyncIterator[Kit]:
     """Open learnkit: load the config, open the store, start the writer.
 
@@ -273,12 +276,14 @@ async def open(
             and simulations; default :func:`time.time`.
         random: the random generator exploration draws from (seed it for
             reproducible simulations).
+        learning_loop: start the background learning loop; default
+            ``learning.enabled`` from the config.
 
     Raises:
         ConfigError: the config file is missing or invalid.
         StoreError: the database cannot be opened.
     """
-    kit = Kit(load_config(config_path), clock=clock, random=random)
+    kit = Kit(load_config(config_path), clock=clock, random=random, learning_loop=learning_loop)
     await kit._open()
     _set_current(kit)
     try:

@@ -1,0 +1,5 @@
+"""``python -m learnkit``: the command line."""
+
+from ._cli import entrypoint
+
+entrypoint()

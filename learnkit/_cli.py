@@ -1,0 +1,486 @@
+"""The ``learnkit`` command: dashboard, report, insights, thresholds, import/export, demo.
+
+``main(argv) -> int`` holds the whole command so tests can call it; every
+failure the user can cause ends in one line on stderr naming the problem
+and the fix, and a non-zero exit code; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any, NoReturn
+
+import attrs
+
+import learnkit
+
+from ._errors import LearnkitError
+
+__all__ = ["entrypoint", "main", "summary_to_json"]
+
+JSON_VERSION = 1
+
+STARTER = """\
+[learning]
+enabled = true
+analysis_interval = 86400
+min_samples = 10
+confidence_threshold = 0.7
+auto_apply = true
+failure_cost = 1.0
+
+[storage]
+path = "learnkit.db"
+
+[thresholds.max_complexity]
+value = 8
+attribute = "complexity"
+limit = "max"
+min = 3
+max = 12
+step = 1
+description = "Largest issue complexity the orchestrator attempts"
+"""
+
+
+class CliError(Exception):
+    """A problem to report in one line, with an exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise CliError(f"{message} (see `learnkit {self.prog.split()[-1]} --help`)"
+                       if " " in self.prog else f"{message} (see `learnkit --help`)", 2)
+
+
+# -- plumbing -----------------------------------------------------------------------
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+@contextlib.asynccontextmanager
+async def _kit(args: argparse.Namespace, *, need_data: bool = True) -> Any:
+    """Open the kit for a read command, refusing a missing or empty database."""
+    cfg = learnkit.load_config(args.config)
+    if need_data and not cfg.database_path.exists():
+        raise CliError(
+            f"no database at {cfg.database_path} yet: nothing has been recorded; run your "
+            "instrumented program, `learnkit import FILE`, or `learnkit demo`"
+        )
+    async with learnkit.open(args.config, learning_loop=False) as kit:
+        if need_data:
+            rows = await kit.database.store.fetchall("SELECT 1 FROM operations LIMIT 1")
+            if not rows:
+                raise CliError(
+                    f"the database {cfg.database_path} has no operations yet; record some "
+                    "(see docs/getting-started.md) or run `learnkit import FILE`"
+                )
+        yield kit
+
+
+def _days(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"days must be positive, got {text}")
+    return v
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"seconds must be positive, got {text}")
+    return v
+
+
+def _write_output(path: Path | None, text: str, out: IO[str]) -> None:
+    if path is None:
+        out.write(text)
+        return
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror}; choose a writable path "
+                       "with --output") from None
+    print(f"wrote {path}", file=out)
+
+
+@contextlib.contextmanager
+def _progress(label: str, total: int | None, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """A progress bar on a terminal; nothing when piped."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda n: progress.update(task, completed=n)
+
+
+def summary_to_json(summary: learnkit.Summary) -> dict[str, Any]:
+    """The stable, documented machine-readable form of a summary (``--json``)."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float):
+            return v if math.isfinite(v) else None
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if attrs.has(type(v)):
+            return clean(attrs.asdict(v, recurse=False))
+        return v
+
+    return {
+        "version": JSON_VERSION,
+        "window": {"days": summary["days"], "offset": summary["offset"],
+                   "start": summary["start"], "end": summary["end"]},
+        "success_rate": clean(summary["success_rate"]),
+        "sample_size": summary["sample_size"],
+        "outcome_counts": summary["outcome_counts"],
+        "rates_by_type": {
+            t: {"rate": clean(r.rate), "successes": r.successes, "failures": r.failures,
+                "low": clean(r.low), "high": clean(r.high), "counts": r.counts}
+            for t, r in summary["rates_by_type"].items()
+        },
+        "failure_patterns": clean(summary["failure_patterns"]),
+        "error_clusters": clean(summary["error_clusters"]),
+        "recommendations": [
+            {**clean({k: v for k, v in attrs.asdict(r, recurse=False).items()
+                      if k != "evidence"}),
+             "evidence": clean(list(r.evidence))}
+            for r in summary["recommendations"]
+        ],
+        "actions": summary["actions"],
+        "recommended_thresholds": summary["recommended_thresholds"],
+        "tests": summary["tests"],
+    }
+
+
+# -- commands -----------------------------------------------------------------------
+
+
+async def cmd_init(args: argparse.Namespace, out: IO[str]) -> int:
+    path = Path(args.path or args.config)
+    if path.exists() and not args.force:
+        raise CliError(f"{path} already exists; pass --force to replace it")
+    _write_output(path, STARTER, out)
+    return 0
+
+
+async def cmd_dashboard(args: argparse.Namespace, out: IO[str]) -> int:
+    from ._render import collect, dashboard_rich, dashboard_text
+
+    rich = _isatty(out) and not args.plain
+    times = 0
+    async with _kit(args) as kit:
+        while True:
+            snap = await collect(kit, args.days)
+            if rich:
+                from rich.console import Console
+
+                console = Console(file=out)
+                if args.watch:
+                    console.clear()
+                dashboard_rich(snap, console)
+            else:
+                out.write(dashboard_text(snap))
+            times += 1
+            if not args.watch or (args.times and times >= args.times):
+                return 0
+            out.flush()
+            await asyncio.sleep(args.watch)
+
+
+async def cmd_report(args: argparse.Namespace, out: IO[str]) -> int:
+    from ._render import collect, report_html, report_markdown
+
+    fmt = args.format or ("html" if args.output and args.output.suffix in (".html", ".htm")
+                          else "md")
+    async with _kit(args) as kit:
+        snap = await collect(kit, args.days, detailed=args.detailed)
+    render = report_html if fmt == "html" else report_markdown
+    _write_output(args.output, render(snap, detailed=args.detailed), out)
+    return 0
+
+
+async def cmd_insights(args: argparse.Namespace, out: IO[str]) -> int:
+    async with _kit(args) as kit:
+        if _isatty(sys.stderr) and not args.json:
+            from rich.console import Console
+
+            with Console(stderr=True).status("analysing..."):
+                summary = await kit.insights.generate_summary(args.days)
+        else:
+            summary = await kit.insights.generate_summary(args.days)
+    if args.json:
+        out.write(json.dumps(summary_to_json(summary), indent=2, default=str) + "\n")
+        return 0
+    from ._render import pct
+
+    print(f"last {args.days:g} days: success rate {pct(summary['success_rate'])} over "
+          f"{summary['sample_size']:,} operations; {summary['tests']} hypotheses scanned",
+          file=out)
+    print("\nfailure patterns:", file=out)
+    for p in summary["failure_patterns"]:
+        print(f"  [{p.confidence or 0:.2f}] {p.description}", file=out)
+    if not summary["failure_patterns"]:
+        print("  none", file=out)
+    print("\nrecommendations:", file=out)
+    for r in summary["recommendations"]:
+        print(f"  - {r}", file=out)
+    if not summary["recommendations"]:
+        print("  none at the configured confidence threshold", file=out)
+    return 0
+
+
+async def cmd_thresholds(args: argparse.Namespace, out: IO[str]) -> int:
+    from ._render import change_line, threshold_line
+
+    action = args.action or "show"
+    if action == "rollback" and not args.name:
+        raise CliError("thresholds rollback needs the threshold's NAME", 2)
+    if action != "rollback" and args.name:
+        raise CliError(f"`thresholds {action}` takes no name", 2)
+    async with _kit(args, need_data=action == "apply") as kit:
+        if action == "show":
+            if not kit.config.thresholds:
+                print(f"no thresholds in {kit.config.path}", file=out)
+            history = await kit.controller.history()
+            for name, th in kit.config.thresholds.items():
+                print(threshold_line(name, th), file=out)
+                if th.description:
+                    print(f"  {th.description}", file=out)
+                last = [c for c in history if c.name == name][-1:]
+                for c in last:
+                    print(f"  last change: {change_line(c)}", file=out)
+        elif action == "history":
+            history = await kit.controller.history()
+            for c in history:
+                print(change_line(c), file=out)
+                if c.reason:
+                    print(f"    {c.reason}", file=out)
+            if not history:
+                print("no threshold changes recorded", file=out)
+        elif action == "apply":
+            lc = kit.config.learning
+            summary = await kit.insights.generate_summary(lc.window_days)
+            made = await kit.controller.apply(summary)
+            for c in made:
+                print(f"applied: {change_line(c)}", file=out)
+            if not made:
+                wanted = summary["recommended_thresholds"]
+                print("nothing applied" + (f" (recommended {wanted}, held back by the guard "
+                                           "rails: see the log)" if wanted else
+                                           f": no threshold recommendation at confidence >= "
+                                           f"{lc.confidence_threshold}"), file=out)
+        else:
+            c = await kit.controller.rollback(args.name)
+            print(f"rolled back: {change_line(c)}", file=out)
+    return 0
+
+
+async def cmd_import(args: argparse.Namespace, out: IO[str]) -> int:
+    from ._io import parse_file
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise CliError(f"no such file {path}; pass a JSON Lines or CSV file of outcomes")
+    good, bad = parse_file(path, args.format)
+    if bad and not args.skip_invalid:
+        err = sys.stderr
+        for p in bad[:20]:
+            print(f"learnkit: {path}:{p.line}: {p.message}", file=err)
+        if len(bad) > 20:
+            print(f"learnkit: ... and {len(bad) - 20} more", file=err)
+        raise CliError(f"{len(bad)} invalid line(s) in {path}; nothing was imported. Fix them, "
+                       "or pass --skip-invalid to import the rest")
+    if not good:
+        raise CliError(f"{path} holds no records to import")
+    learnkit.load_config(args.config)
+    async with _kit(args, need_data=False) as kit:
+        with _progress(f"importing {path.name}", len(good), _isatty(sys.stderr)) as step:
+            for i, (_, record) in enumerate(good, 1):
+                kit.record(**record)
+                if i % 5000 == 0:
+                    step(i)
+                    await kit.flush()
+            step(len(good))
+            if not await kit.flush(timeout=60):
+                raise CliError(f"could not write to {kit.database.path}: "
+                               f"{kit.stats.last_error}")
+    print(f"imported {len(good):,} operation(s) from {path}", file=out)
+    for p in bad:
+        print(f"skipped line {p.line}: {p.message}", file=out)
+    return 0
+
+
+async def cmd_export(args: argparse.Namespace, out: IO[str]) -> int:
+    import io
+
+    from ._io import export_rows
+
+    async with _kit(args) as kit:
+        where, params = ("WHERE ended_at >= ?", [kit.now() - args.days * 86400]) \
+            if args.days else ("WHERE ended_at IS NOT NULL", [])
+        rows = await kit.database.store.fetchall(
+            "SELECT op_type, outcome, started_at, ended_at, key, error_type, error_message,"
+            f" duration, context FROM operations {where} ORDER BY ended_at, id", params)
+    fmt = args.format or ("csv" if args.output and args.output.suffix == ".csv" else "jsonl")
+    buf = io.StringIO()
+    n = export_rows(rows, fmt, buf)
+    _write_output(args.output, buf.getvalue(), out)
+    if args.output:
+        print(f"exported {n:,} operation(s)", file=out)
+    return 0
+
+
+async def cmd_demo(args: argparse.Namespace, out: IO[str]) -> int:
+    from .demo import simulate, table
+
+    workdir = Path(args.dir)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"cannot create {workdir}: {exc.strerror}; pass a writable DIR") from None
+    print(f"learnkit demo: four simulated weeks of an orchestrator in {workdir}/", file=out)
+    print("Issues of complexity 1-12 arrive; harder ones fail more; max_complexity starts at "
+          "8 and the learning loop runs once a day.\n", file=out)
+    with _progress("simulating 28 days", 28, _isatty(sys.stderr)) as step:
+        rows = await simulate(workdir, seed=args.seed, progress=step)
+    print(table(rows), file=out)
+    print("\nSuccess rose because the threshold refused the hardest issues: coverage is the "
+          "share of offered issues attempted. Utility (success +1, failure -1, refused 0) "
+          "says whether that trade paid.\n", file=out)
+    args.config = str(workdir / "learnkit.toml")
+    args.days, args.watch, args.plain, args.times = 7.0, None, False, None
+    await cmd_dashboard(args, out)
+    cfg = workdir / "learnkit.toml"
+    print(f"\nNext: learnkit --config {cfg} report --days 30 --detailed --output report.md",
+          file=out)
+    return 0
+
+
+# -- the parser -----------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, metavar="PATH",
+                        help="learnkit.toml (default: ./learnkit.toml)")
+    p = _Parser(prog="learnkit", description="Learn from an orchestrator's own mistakes.")
+    p.add_argument("--config", default="learnkit.toml", metavar="PATH",
+                   help="learnkit.toml (default: ./learnkit.toml)")
+    p.add_argument("--version", action="version", version=f"learnkit {learnkit.__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    s = sub.add_parser("init", parents=[common], help="write a starter learnkit.toml")
+    s.add_argument("path", nargs="?", help="where (default: the --config path)")
+    s.add_argument("--force", action="store_true", help="replace an existing file")
+    s.set_defaults(run=cmd_init)
+
+    s = sub.add_parser("demo", parents=[common],
+                       help="simulate four weeks with the learning loop, then show the dashboard")
+    s.add_argument("dir", nargs="?", default="learnkit-demo",
+                   help="directory for its config and database (default: ./learnkit-demo)")
+    s.add_argument("--seed", type=int, default=7, help="random seed of the simulation")
+    s.set_defaults(run=cmd_demo)
+
+    s = sub.add_parser("dashboard", parents=[common], help="rates, trend, patterns, thresholds")
+    s.add_argument("--days", type=_days, default=7.0, help="window in days (default 7)")
+    s.add_argument("--watch", type=_seconds, metavar="SECONDS", help="refresh every SECONDS")
+    s.add_argument("--plain", action="store_true", help="plain text even on a terminal")
+    s.add_argument("--times", type=int, help=argparse.SUPPRESS)
+    s.set_defaults(run=cmd_dashboard)
+
+    s = sub.add_parser("report", parents=[common], help="a Markdown or HTML report")
+    s.add_argument("--days", type=_days, default=30.0, help="window in days (default 30)")
+    s.add_argument("--detailed", action="store_true",
+                   help="add per-type and per-cluster sections with example messages")
+    s.add_argument("--output", type=Path, metavar="FILE", help="write here (default: stdout)")
+    s.add_argument("--format", choices=("md", "html"),
+                   help="md or html (default: from --output's suffix, else md)")
+    s.set_defaults(run=cmd_report)
+
+    s = sub.add_parser("insights", parents=[common], help="the analysis summary")
+    s.add_argument("--days", type=_days, default=7.0, help="window in days (default 7)")
+    s.add_argument("--json", action="store_true", help="machine-readable (see docs/cli.md)")
+    s.set_defaults(run=cmd_insights)
+
+    s = sub.add_parser("thresholds", parents=[common],
+                       help="show, history, apply, or rollback NAME")
+    s.add_argument("action", nargs="?", choices=("show", "history", "apply", "rollback"))
+    s.add_argument("name", nargs="?", help="the threshold, for rollback")
+    s.set_defaults(run=cmd_thresholds)
+
+    s = sub.add_parser("import", parents=[common], help="import past outcomes")
+    s.add_argument("file", help="JSON Lines or CSV (see docs/cli.md)")
+    s.add_argument("--format", choices=("jsonl", "csv"),
+                   help="default: from the suffix (.csv is CSV, else JSON Lines)")
+    s.add_argument("--skip-invalid", action="store_true",
+                   help="import the valid lines and list the skipped ones")
+    s.set_defaults(run=cmd_import)
+
+    s = sub.add_parser("export", parents=[common], help="export outcomes")
+    s.add_argument("--days", type=_days, help="only the last N days (default: everything)")
+    s.add_argument("--format", choices=("jsonl", "csv"))
+    s.add_argument("--output", type=Path, metavar="FILE", help="write here (default: stdout)")
+    s.set_defaults(run=cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None, *, out: IO[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    out = out or sys.stdout
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("learnkit")
+    logger.addHandler(handler)
+    try:
+        try:
+            args = _parser().parse_args(argv)
+        except SystemExit as exc:  # --help, --version
+            return int(exc.code or 0)
+        if args.command is None:
+            _parser().print_help(out)
+            return 2
+        code: int = asyncio.run(args.run(args, out))
+        return code
+    except CliError as exc:
+        print(f"learnkit: error: {exc}", file=sys.stderr)
+        return exc.code
+    except (LearnkitError, OSError, ValueError) as exc:
+        print(f"learnkit: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        logger.removeHandler(handler)
+
+
+def entrypoint() -> None:
+    """The ``learnkit`` console script."""
+    sys.exit(main())
