@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -253,6 +254,10 @@ def _cluster_md(c: ErrorCluster) -> list[str]:
             f"`{_md_escape(c.template[:100])}` | {types} |"]
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("`", "'")
 
@@ -264,17 +269,18 @@ def report_markdown(snap: Snapshot, *, detailed: bool = False) -> str:
     out = [f"# learnkit report: last {d} days", "",
            f"Generated {when(snap.now)} from `{snap.database_path}` "
            f"(config `{snap.config_path}`).", "", "## Summary", ""]
-    out += ["| | value |", "|---|---|",
-            f"| Success rate ({d} days) | {rate_line(snap.rate)} |",
-            f"| Success rate (7 days) | {rate_line(snap.rate_7)} |",
-            f"| Success rate (30 days) | {rate_line(snap.rate_30)} |",
-            f"| Operations with an outcome | {s['sample_size']:,} |"]
+    out += ["| | value |", "|---|---|", f"| Success rate ({d} days) | {rate_line(snap.rate)} |"]
+    for span, r in ((7, snap.rate_7), (30, snap.rate_30)):
+        if snap.days != span:
+            out.append(f"| Success rate ({span} days) | {rate_line(r)} |")
+    out.append(f"| Operations with an outcome | {s['sample_size']:,} |")
     for k, v in snap.rate.counts.items():
         out.append(f"| {k.capitalize()} | {v:,} |")
-    out += ["", f"{len(_patterns(s))} failure patterns and {len(s['error_clusters'])} error "
-            f"clusters found; {len(s['recommendations'])} recommendations at confidence >= "
-            f"the configured threshold; {s['tests']} hypotheses scanned with the false "
-            "discovery rate controlled across all of them.", "", "## Weekly trend", "",
+    out += ["", f"{_count(len(_patterns(s)), 'failure pattern')} and "
+            f"{_count(len(s['error_clusters']), 'error cluster')} found; "
+            f"{_count(len(s['recommendations']), 'recommendation')} at confidence >= the "
+            f"configured threshold; {s['tests']} hypotheses scanned with the false discovery "
+            "rate controlled across all of them.", "", "## Weekly trend", "",
             "| Week | From | To | Success rate | 95% CI | n | Change |",
             "|---|---|---|---|---|---|---|"]
     prev = None
@@ -399,15 +405,14 @@ def report_html(snap: Snapshot, *, detailed: bool = False) -> str:
            "code{background:#f4f4f4;padding:0 .2rem}")
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>learnkit report</title><style>{css}</style></head><body>"
-            f"<div>{trend}{types}</div>{body}"
-            f"<p><small>{len(s['recommendations'])} recommendations; generated "
+            + body.replace("<h2>Weekly trend</h2>",
+                           f"<h2>Weekly trend</h2><div>{trend}{types}</div>", 1)
+            + f"<p><small>{len(s['recommendations'])} recommendations; generated "
             f"{html.escape(when(snap.now))}.</small></p></body></html>\n")
 
 
 def _inline(text: str) -> str:
     """Escape text, then render **bold** and `code` spans."""
-    import re
-
     t = html.escape(text)
     t = re.sub(r"`([^`]*)`", r"<code>\1</code>", t)
     return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", t)
@@ -417,7 +422,6 @@ def _markdown_to_html(md: str) -> str:
     """Just enough Markdown for our own reports: headings, lists, tables, paragraphs."""
     out: list[str] = []
     table: list[list[str]] = []
-    in_list = False
 
     def flush_table() -> None:
         if not table:
@@ -429,30 +433,32 @@ def _markdown_to_html(md: str) -> str:
         out.append("</table>")
         table.clear()
 
+    depth = 0  # open <ul> levels
+
     for raw in md.splitlines():
         line = raw.strip()
         if line.startswith("|"):
-            cells = [c.strip().replace("\\|", "|") for c in line.strip("|").split(" | ")]
-            if not all(set(c) <= {"-"} for c in cells):
-                table.append(cells)
+            if not re.fullmatch(r"\|[-|: ]+\|", line):  # skip the |---|---| separator
+                table.append([c.strip().replace("\\|", "|")
+                              for c in line.strip("|").split(" | ")])
             continue
         flush_table()
-        if in_list and not line.startswith("- "):
+        level = (len(raw) - len(raw.lstrip(" "))) // 2 + 1 if line.startswith("- ") else 0
+        while depth > level:
             out.append("</ul>")
-            in_list = False
+            depth -= 1
         if line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            out.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
+            h = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{h}>{_inline(line[h:].strip())}</h{h}>")
         elif line.startswith("- "):
-            if not in_list:
+            while depth < level:
                 out.append("<ul>")
-                in_list = True
+                depth += 1
             out.append(f"<li>{_inline(line[2:])}</li>")
         elif line == "---":
             out.append("<hr>")
         elif line:
             out.append(f"<p>{_inline(line)}</p>")
     flush_table()
-    if in_list:
-        out.append("</ul>")
+    out.extend("</ul>" for _ in range(depth))
     return "\n".join(out)
