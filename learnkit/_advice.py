@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import Any
 
 from ._config import ThresholdConfig
@@ -159,12 +160,16 @@ class Advisor(Scan):
         )
 
     def _pattern_recommendations(
-        self, patterns: list[FailurePattern], clusters: list[ErrorCluster]
+        self, patterns: list[FailurePattern], clusters: list[ErrorCluster],
+        moved: Collection[str] = (),
     ) -> list[Recommendation]:
         """Actionable recommendations from temporal, change-point, context and cluster patterns."""
         cfg = self.settings
         recs: list[Recommendation] = []
-        gated = {(th.attribute, th.op_type or None) for th in self.thresholds.values()}
+        # A context pattern on an attribute that a threshold gates is left to
+        # the threshold's own recommendation, when there is one.
+        gated = {(th.attribute, th.op_type or None) for name, th in self.thresholds.items()
+                 if name in moved}
         for p in patterns:
             if (p.confidence or 0) < cfg.confidence_threshold:
                 continue

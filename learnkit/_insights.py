@@ -167,7 +167,8 @@ class InsightsGenerator:
         patterns.sort(key=lambda p: (-(p.confidence or 0), p.q_value or 1))
 
         recs = scan._threshold_recommendations(threshold_tests, counts)
-        recs += scan._pattern_recommendations(patterns, clusters)
+        moved = {r.threshold for r in recs if r.threshold is not None}
+        recs += scan._pattern_recommendations(patterns, clusters, moved)
         recs.sort(key=lambda r: -r.confidence)
         cluster_patterns = [scan._cluster_pattern(c) for c in clusters]
         return Summary(
