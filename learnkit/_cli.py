@@ -95,24 +95,23 @@ async def _kit(args: argparse.Namespace, *, need_data: bool = True) -> Any:
         yield kit
 
 
-def _days(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
-    if not (v > 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"days must be positive, got {text}")
-    return v
+def _positive(unit: str) -> Callable[[str], float]:
+    """An argparse type: a positive, finite number of ``unit``."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {unit}") from None
+        if not (v > 0 and math.isfinite(v)):
+            raise argparse.ArgumentTypeError(f"{unit} must be positive, got {text}")
+        return v
+
+    return parse
 
 
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"seconds must be positive, got {text}")
-    return v
+_days = _positive("days")
+_seconds = _positive("seconds")
 
 
 def _write_output(path: Path | None, text: str, out: IO[str]) -> None:
