@@ -177,12 +177,16 @@ def dashboard_text(snap: Snapshot) -> str:
 
 def dashboard_rich(snap: Snapshot, console: Console) -> None:
     """The dashboard with colour and tables, for a terminal."""
+    from rich.markup import escape
     from rich.panel import Panel
     from rich.table import Table
+    from rich.text import Text
 
+    # Everything below that comes from recorded data is Text, not markup:
+    # error messages hold brackets ("[preauth]", even "[/x]").
     s = snap.summary
     console.print(f"[bold]learnkit dashboard[/]  {when(snap.now)}  "
-                  f"[dim]{snap.config_path}[/]")
+                  f"[dim]{escape(str(snap.config_path))}[/]")
     rates = Table.grid(padding=(0, 2))
     rates.add_row("last 7 days", rate_line(snap.rate_7))
     rates.add_row("last 30 days", rate_line(snap.rate_30))
@@ -193,27 +197,30 @@ def dashboard_rich(snap: Snapshot, console: Console) -> None:
     console.print(Panel(rates, title="Success rate"))
     types = Table("operation type", "success rate", "n", title=f"By type ({snap.days:g} days)")
     for t, r in snap.by_type.items():
-        types.add_row(t, pct(r.rate), f"{r.n:,}")
+        types.add_row(Text(t), pct(r.rate), f"{r.n:,}")
     console.print(types)
     pats = Table("conf.", "pattern", title="Top failure patterns", show_lines=False)
     for p in _patterns(s, 5):
-        pats.add_row(f"{p.confidence or 0:.2f}", p.description)
+        pats.add_row(f"{p.confidence or 0:.2f}", Text(p.description))
     if pats.row_count:
         console.print(pats)
     clusters = Table("count", "share", "trend", "cluster", title="Error clusters")
     for c in s["error_clusters"][:5]:
         clusters.add_row(f"{c.count:,}", pct(c.share_of_failures, 0), c.trend,
-                         f"{c.error_type}: {c.template[:80]}")
+                         Text(f"{c.error_type}: {c.template[:80]}"))
     if clusters.row_count:
         console.print(clusters)
-    recs = "\n".join(f"[bold]{r.confidence:.2f}[/] {r.message}" for r in s["recommendations"])
-    console.print(Panel(recs or "none at the current confidence threshold",
+    recs = Text("\n").join(
+        Text.assemble((f"{r.confidence:.2f}", "bold"), " ", r.message)
+        for r in s["recommendations"]
+    )
+    console.print(Panel(recs or Text("none at the current confidence threshold"),
                         title="Recommendations"))
     lines = []
     for name, th in snap.thresholds.items():
         lines.append(threshold_line(name, th))
         lines += [f"  {change_line(c)}" for c in snap.history if c.name == name][-3:]
-    console.print(Panel("\n".join(lines) or "none configured", title="Thresholds"))
+    console.print(Panel(Text("\n".join(lines) or "none configured"), title="Thresholds"))
 
 
 # -- reports --------------------------------------------------------------------------

@@ -284,3 +284,30 @@ def test_python_dash_m(tmp_path: Path) -> None:
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("learnkit: error:")
+
+
+def test_rich_dashboard_takes_data_as_text(tmp_path: Path) -> None:
+    """On a terminal, recorded text with brackets is shown as is, never parsed as markup."""
+    import asyncio
+
+    from rich.console import Console
+
+    import learnkit
+    from learnkit._render import collect, dashboard_rich
+
+    p = tmp_path / "learnkit.toml"
+    p.write_text(BASE_CONFIG)
+
+    async def go() -> str:
+        async with learnkit.open(p) as kit:
+            for i in range(30):
+                kit.record("ssh[/x]", outcome="failure", started_at=kit.now() - 100 - i,
+                           error_type="AuthError", error_message=f"user u{i} [preauth] [/bold]")
+            await kit.flush()
+            snap = await collect(kit, 7)
+        console = Console(file=io.StringIO(), width=200, force_terminal=True)
+        dashboard_rich(snap, console)
+        return console.file.getvalue()  # type: ignore[attr-defined,no-any-return]
+
+    text = asyncio.run(go())
+    assert "[preauth]" in text and "ssh[/x]" in text
