@@ -744,6 +744,12 @@ class SQLiteStore:
                 " GROUP BY 1, 2, 3, 4, 5", args,
             ):
                 ws.error_context[(t, et, sig, a, v)] = n
+        ws.merge(await self._edges(start, end))
+        return ws
+
+    async def _edges(self, start: float, end: float) -> Aggregate:
+        """The partial hours at either edge of a window, aggregated from rows."""
+        h0, h1 = math.ceil(start / HOUR), math.floor(end / HOUR)
         edges = [(start, end)] if h0 >= h1 else [(start, h0 * HOUR), (h1 * HOUR, end)]
         agg = Aggregate()
         for a, b in edges:
@@ -762,8 +768,7 @@ class SQLiteStore:
                 " AND outcome = 'abandoned' AND started_at >= ? AND started_at < ?", [a, b],
             ):
                 agg.add(t, "abandoned", started, None, (), None, None)
-        ws.merge(agg)
-        return ws
+        return agg
 
     # -- thresholds and bookkeeping -------------------------------------------
 
@@ -834,12 +839,19 @@ class SQLiteStore:
         self, start: float, end: float, attr: str, op_type: str | None = None
     ) -> dict[tuple[str, str, int], int]:
         """(value JSON, outcome, explored) -> operations with ``attr``, ended in [start, end)."""
-        ws = await self.window_stats(start, end)
         out: dict[tuple[str, str, int], int] = {}
-        for (t, a, v, o, x), n in ws.context.items():
+        h0, h1 = math.ceil(start / HOUR), math.floor(end / HOUR)
+        if h0 < h1:
+            type_sql, type_args = ("AND op_type = ?", [op_type]) if op_type else ("", [])
+            for v, o, x, n in await self.fetchall(
+                "SELECT value, outcome, explore, sum(n) FROM context_rollup"
+                f" WHERE hour >= ? AND hour < ? AND attr = ? {type_sql} GROUP BY 1, 2, 3",
+                [h0, h1, attr, *type_args],
+            ):
+                out[(v, o, x)] = n
+        for (_, t, a, v, o, x), n in (await self._edges(start, end)).context.items():
             if a == attr and (op_type is None or t == op_type):
-                k = (v, o, x)
-                out[k] = out.get(k, 0) + n
+                out[(v, o, x)] = out.get((v, o, x), 0) + n
         return out
 
     async def op_types(self) -> list[str]:

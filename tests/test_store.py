@@ -108,3 +108,27 @@ class TestRollups:
         ).fetchall()
         conn.close()
         assert rolled == raw
+
+
+class TestContextCounts:
+    async def test_targeted_query_matches_full_window(self, kit: learnkit.Kit) -> None:
+        """context_counts (rollups + edge rows for one attribute) equals the full aggregation."""
+        import random
+
+        r = random.Random(2)
+        for _ in range(800):
+            t = 1_000_000.0 + r.uniform(0, 30 * 3600)
+            kit.record(r.choice(["a", "b"]), outcome=r.choice(["success", "failure", "skipped"]),
+                       started_at=t, context={"complexity": r.randint(1, 5), "lang": "go"})
+        await kit.flush()
+        store = kit.database.store
+        for start, end in [(1_000_000.0 + 1234.5, 1_000_000.0 + 20 * 3600 + 17.0),
+                           (1_000_000.0 + 100.0, 1_000_000.0 + 900.0)]:
+            for op_type in (None, "a"):
+                ws = await store.window_stats(start, end)
+                want: dict[tuple[str, str, int], int] = {}
+                for (t, a, v, o, x), n in ws.context.items():
+                    if a == "complexity" and op_type in (None, t):
+                        want[(v, o, x)] = want.get((v, o, x), 0) + n
+                got = await store.context_counts(start, end, "complexity", op_type)
+                assert got == want and sum(got.values()) > 0
