@@ -10,8 +10,10 @@ Two stages, one default configuration for every kind of message:
    runs of ``<*>`` collapse into one, so an optional variable part (``785
    bytes`` versus ``785 bytes (0.77 KB)``) does not change the shape.
 2. **Template mining** groups masked messages by token count and first
-   token, then splits each group top-down on the position with the fewest
-   distinct words, as long as that position looks like a choice between
+   token (a first token holding digits, such as an error code, may vary and
+   is judged like any other position), then splits each group top-down on
+   the position with the fewest distinct words, as long as that position
+   looks like a choice between
    constants (two words, ``SCREEN_ON`` / ``SCREEN_OFF``) rather than a
    variable (three or more words, or words that variables were seen to take
    elsewhere). Positions left varying inside a group become ``<*>``.
@@ -141,6 +143,18 @@ def signature(message: str) -> str:
     return " ".join(_tokens(message))
 
 
+def _has_digit(counts: Counter[str]) -> bool:
+    return any(any(ch.isdigit() for ch in v) for v in counts)
+
+
+def _lead(toks: tuple[str, ...]) -> str:
+    """The first token as a grouping key; one holding digits (E512, v2) may vary."""
+    if not toks:
+        return ""
+    first = toks[0]
+    return WILD if any(ch.isdigit() for ch in first) else first
+
+
 def _is_variable(counts: Counter[str], vocab: set[str] | None) -> bool:
     """Does this position (not the first) hold a variable rather than constants?
 
@@ -179,7 +193,7 @@ def _mine(
             if len(counts) == 1:
                 continue
             varying.append(p)
-            if p != 0 and _is_variable(counts, vocab):
+            if (p != 0 or _has_digit(counts)) and _is_variable(counts, vocab):
                 if learn is not None:
                     learn.update(counts)
             else:
@@ -229,7 +243,7 @@ def cluster_messages(messages: Iterable[str]) -> list[str]:
             sigs[m] = _tokens(m)
     by_shape: dict[tuple[int, str], list[tuple[str, ...]]] = {}
     for toks in dict.fromkeys(sigs.values()):
-        by_shape.setdefault((len(toks), toks[0] if toks else ""), []).append(toks)
+        by_shape.setdefault((len(toks), _lead(toks)), []).append(toks)
     groups = list(by_shape.values())
     vocab: set[str] = set()
     scratch: dict[tuple[str, ...], tuple[str, ...]] = {}

@@ -170,7 +170,8 @@ class InsightsGenerator:
         moved = {r.threshold for r in recs if r.threshold is not None}
         recs += scan._pattern_recommendations(patterns, clusters, moved)
         recs.sort(key=lambda r: -r.confidence)
-        cluster_patterns = [scan._cluster_pattern(c) for c in clusters]
+        cluster_patterns = [scan._cluster_pattern(c) for c in clusters
+                            if c.count >= cfg.min_samples]
         return Summary(
             days=days,
             offset=offset,
