@@ -134,13 +134,24 @@ def mask(message: str) -> str:
     return " ".join(_tokens(message))
 
 
-def signature(message: str) -> str:
+def signature(message: str, *, coarse: bool = False) -> str:
     """The masked, normalised form of one message: its provisional template.
 
     Messages with the same signature always fall in the same cluster, so
-    signatures can be counted at write time and mined later.
+    signatures can be counted at write time and mined later. ``coarse``
+    also treats every token holding a digit as a variable.
     """
-    return " ".join(_tokens(message))
+    toks = _tokens(message)
+    if coarse:
+        out: list[str] = []
+        for tok in toks:
+            if WILD not in tok and any(ch.isdigit() for ch in tok):
+                tok = WILD
+            if tok == WILD and out and out[-1] == WILD:
+                continue
+            out.append(tok)
+        toks = tuple(out)
+    return " ".join(toks)
 
 
 def _has_digit(counts: Counter[str]) -> bool:

@@ -74,7 +74,7 @@ class InsightsGenerator:
             return self._cache[1]
         store = kit._store
         ws = await store.window_stats(start, end)
-        prev = await store.window_stats(start - days * DAY, start)
+        prev = await store.window_stats(start - days * DAY, start, context=False)
         summary = self._analyse(ws, prev, days, offset)
         self._cache = (key, summary)
         return summary
@@ -123,6 +123,13 @@ class InsightsGenerator:
         rates_by_type = {t: _rate(ws.start, ws.end, c) for t, c in sorted(per_type.items())}
 
         clusters, members = scan._clusters(ws, prev, counts, tests)
+        cluster_of = {m: cid for cid, ms in members.items() for m in ms}
+        by_cluster: dict[tuple[str, str, str, str], int] = {}
+        for (t, et, sig, attr, value), n in ws.error_context.items():
+            cid = cluster_of.get((et, sig))
+            if cid is not None:
+                key = (t, cid, attr, value)
+                by_cluster[key] = by_cluster.get(key, 0) + n
         for t in counts.types():
             scan._scan_context(t, counts, tests, None)
             scan._scan_temporal(t, counts, tests)
@@ -135,7 +142,7 @@ class InsightsGenerator:
                 key=lambda c: -c.op_types[t],
             )[:TOP_CLUSTERS]
             for c in top:
-                scan._scan_context(t, counts, tests, (c, members[c.id], ws))
+                scan._scan_context(t, counts, tests, (c, by_cluster))
         threshold_tests = scan._scan_thresholds(counts, tests)
 
         import numpy as np

@@ -80,12 +80,17 @@ def context_items(op_type: str, context: dict[str, Any] | None) -> tuple[tuple[s
 
 
 def error_signature(message: str | None) -> str:
-    """The masked signature of an error message (cached; bounded)."""
+    """The coarse masked signature of an error message (cached; bounded).
+
+    Coarse: tokens holding digits are variables too (E512, v2, 0day), as in
+    Drain's tree keys, so that the rollups stay small; templates are mined
+    from these signatures when analysing.
+    """
     if not message:
         return ""
     sig = _signatures.get(message)
     if sig is None:
-        sig = signature(message[:2000])
+        sig = signature(message[:2000], coarse=True)
         if len(_signatures) >= 20_000:
             _signatures.clear()
         _signatures[message] = sig
@@ -174,6 +179,12 @@ class Aggregate:
                 ectx[eck] = ectx.get(eck, 0) + n
         self._outcomes = outcomes
         return outcomes
+
+    def drop_context(self) -> None:
+        """Forget the context rollups (a caller that needs only outcomes and errors)."""
+        self._expand()
+        self._context.clear()
+        self._error_context.clear()
 
     @property
     def outcomes(self) -> dict[tuple[str, int, str], list[float]]:

@@ -203,9 +203,13 @@ class Scan:
         op_type: str,
         counts: Counts,
         tests: list[Test],
-        cluster: tuple[ErrorCluster, set[tuple[str, str]], WindowStats] | None,
+        cluster: tuple[ErrorCluster, dict[tuple[str, str, str, str], int]] | None,
     ) -> None:
-        """Categorical values and numeric cut points of every attribute of a type."""
+        """Categorical values and numeric cut points of every attribute of a type.
+
+        ``cluster``: scan one error cluster instead, given failures per
+        (op_type, cluster id, attribute, value text).
+        """
         from ._statistics import fisher_greater, max_cut
 
         cfg = self.settings
@@ -222,12 +226,9 @@ class Scan:
                 # Among the type's failures, is this cluster over-represented
                 # under X? (Every cluster rises with the overall failure rate;
                 # only a shift in the mix is news about the cluster.)
-                c, sigs, ws = cluster
+                c, by_cluster = cluster
                 text = counts.text[(op_type, attr)]
-                fails = dict.fromkeys(values, 0)
-                for et, sig in sigs:
-                    for v in values:
-                        fails[v] += ws.error_context.get((op_type, et, sig, attr, text[v]), 0)
+                fails = {v: by_cluster.get((op_type, c.id, attr, text[v]), 0) for v in values}
                 ns = {v: cnt[1] for v, cnt in values.items()}
                 who = f"{c.error_type} '{c.template}' failures of {op_type}"
                 what = "its share of failures"

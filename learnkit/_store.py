@@ -711,12 +711,15 @@ class SQLiteStore:
         )
         return [r[0] for r in rows]
 
-    async def window_stats(self, start: float, end: float) -> WindowStats:
+    async def window_stats(
+        self, start: float, end: float, *, context: bool = True
+    ) -> WindowStats:
         """Everything analysis needs about ``[start, end)``, from rollups.
 
         Whole hours come from the rollup tables, aggregated in SQL; the
         partial hours at either edge are read as rows and aggregated the way
-        the writer does, so the result is exact at the boundaries.
+        the writer does, so the result is exact at the boundaries. Without
+        ``context`` only outcomes and error counts are read.
         """
         ws = WindowStats(start, end)
         h0, h1 = math.ceil(start / HOUR), math.floor(end / HOUR)
@@ -727,10 +730,10 @@ class SQLiteStore:
                 " WHERE hour >= ? AND hour < ?", args,
             ):
                 ws.outcomes[(t, h, o)] = n
-            for t, a, v, o, x, n in await self.fetchall(
+            for t, a, v, o, x, n in (await self.fetchall(
                 "SELECT op_type, attr, value, outcome, explore, sum(n) FROM context_rollup"
                 " WHERE hour >= ? AND hour < ? GROUP BY 1, 2, 3, 4, 5", args,
-            ):
+            ) if context else []):
                 ws.context[(t, a, v, o, x)] = n
             for t, et, sig, n, first, last, example in await self.fetchall(
                 "SELECT op_type, error_type, signature, sum(n), min(first_seen),"
@@ -738,13 +741,16 @@ class SQLiteStore:
                 " WHERE hour >= ? AND hour < ? GROUP BY 1, 2, 3", args,
             ):
                 ws.errors[(t, et, sig)] = [n, first, last, example]
-            for t, et, sig, a, v, n in await self.fetchall(
+            for t, et, sig, a, v, n in (await self.fetchall(
                 "SELECT op_type, error_type, signature, attr, value, sum(n)"
                 " FROM error_context_rollup WHERE hour >= ? AND hour < ?"
                 " GROUP BY 1, 2, 3, 4, 5", args,
-            ):
+            ) if context else []):
                 ws.error_context[(t, et, sig, a, v)] = n
-        ws.merge(await self._edges(start, end))
+        edges = await self._edges(start, end)
+        if not context:
+            edges.drop_context()
+        ws.merge(edges)
         return ws
 
     async def _edges(self, start: float, end: float) -> Aggregate:
