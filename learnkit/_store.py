@@ -480,13 +480,12 @@ class SQLiteStore:
         if conn is None:
             return
         if self.session_id:
-            try:
+            # A session left open is recovered by the next open.
+            with contextlib.suppress(sqlite3.Error):
                 conn.execute(
                     "UPDATE sessions SET state = 'closed', ended_at = ? WHERE id = ?",
                     (time.time(), self.session_id),
                 )
-            except sqlite3.Error:
-                pass  # a session left open is recovered by the next open
         conn.close()
 
     async def aclose(self) -> None:

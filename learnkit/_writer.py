@@ -11,6 +11,7 @@ rows to mark ``abandoned`` instead of a hole.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -292,10 +293,9 @@ class Writer:
         now = time.monotonic()
         if now - self._last_heartbeat > self.heartbeat_every:
             self._last_heartbeat = now
-            try:
+            # A missed beat only delays cross-host recovery.
+            with contextlib.suppress(sqlite3.Error):
                 await self.store.heartbeat()
-            except sqlite3.Error:
-                pass  # a missed beat only delays cross-host recovery
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Make everything queued so far durable; True when it all was.
