@@ -38,7 +38,7 @@ class WriterStats:
     written: int
     #: Operations waiting to be written.
     queued: int
-    #: Operations still running in this process.
+    #: Operations running in this process and not yet stored as running rows.
     running: int
     #: Operations that could not be kept (queue full for a caller that cannot wait).
     dropped: int
