@@ -154,28 +154,29 @@ class Summary(TypedDict):
 # -- formatting ---------------------------------------------------------------
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None or math.isnan(x) else f"{x:.0%}"
+def _pct(x: float | None, digits: int = 0) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{x:.{digits}%}"
 
 
-def _fmt_value(v: Any) -> str:
+def _fmt_value(v: Any, *, quote: bool = True) -> str:
+    """A value as written in a condition: 7 not 7.0; strings quoted unless ``quote`` is off."""
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
-    return repr(v) if isinstance(v, str) else str(v)
+    return repr(v) if quote and isinstance(v, str) else str(v)
 
 
 def _day(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d")
 
 
-def _hours_span(hours: list[int]) -> str:
+def _hours_span(hours: list[int], sep: str = "-") -> str:
+    """``02:00-04:00 UTC`` for the consecutive hours [2, 3]."""
     start, end = hours[0], (hours[-1] + 1) % 24
-    return f"{start:02d}:00-{end:02d}:00 UTC"
+    return f"{start:02d}:00{sep}{end:02d}:00 UTC"
 
 
 def _hours_text(hours: list[int]) -> str:
-    start, end = hours[0], (hours[-1] + 1) % 24
-    return f"between {start:02d}:00 and {end:02d}:00 UTC"
+    return "between " + _hours_span(hours, " and ")
 
 
 def _num(x: float | None) -> str:

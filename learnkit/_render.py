@@ -17,7 +17,7 @@ import attrs
 
 from ._analytics import Rate
 from ._controller import ThresholdChange
-from ._patterns import ErrorCluster, FailurePattern, Summary
+from ._patterns import ErrorCluster, FailurePattern, Summary, _day, _fmt_value, _pct
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -70,7 +70,7 @@ async def collect(kit: Kit, days: float, *, weeks: int = 4, detailed: bool = Fal
 
 
 def pct(x: float | None, digits: int = 1) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}%}"
+    return _pct(x, digits)
 
 
 def when(t: float | None) -> str:
@@ -79,8 +79,7 @@ def when(t: float | None) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def day(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d")
+day = _day
 
 
 def rate_line(r: Rate) -> str:
@@ -95,9 +94,7 @@ def sparkline(rates: list[float | None]) -> str:
 
 
 def fmt_value(v: Any) -> str:
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v)
+    return _fmt_value(v, quote=False)
 
 
 def change_line(c: ThresholdChange) -> str:
