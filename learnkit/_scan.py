@@ -260,17 +260,7 @@ class Scan:
                     else Table(f_le, n_le, f_total - f_le, total - n_le, cuts)
                 )
                 cond = ">" if above else "<="
-
-                def describe(r_in: float, r_out: float, prev: float, *, tb: Table = tb,
-                             cond: str = cond, cut: Any = cut, who: str = who,
-                             what: str = what, attr: str = attr, whose: str = whose) -> str:
-                    return (
-                        f"{_pct(tb.a / max(tb.failures, 1))} of {who} occur when "
-                        f"{attr} {cond} {_fmt_value(cut)}, which holds for {_pct(prev)} "
-                        f"of {whose}; {what} {_pct(r_in)} there against "
-                        f"{_pct(r_out)} otherwise (n={tb.n_in:,} vs {tb.n_out:,})"
-                    )
-
+                describe = _context_sentence(tb, who, what, whose, f"{attr} {cond}", cut)
                 tests.append(Test(p, _builder(self, "context", tb, p, describe,
                                                dict(extra, condition=cond, value=cut))))
             else:
@@ -281,18 +271,8 @@ class Scan:
                     a = fails[v]
                     p = float(fisher_greater(a, n_in, f_total, total))
                     tb = Table(a, n_in, f_total - a, total - n_in)
-
-                    def describe_v(r_in: float, r_out: float, prev: float, *, tb: Table = tb,
-                                   v: Any = v, who: str = who, what: str = what,
-                                   attr: str = attr, whose: str = whose) -> str:
-                        return (
-                            f"{_pct(tb.a / max(tb.failures, 1))} of {who} occur when "
-                            f"{attr} == {_fmt_value(v)}, which holds for {_pct(prev)} of "
-                            f"{whose}; {what} {_pct(r_in)} there against "
-                            f"{_pct(r_out)} otherwise (n={tb.n_in:,} vs {tb.n_out:,})"
-                        )
-
-                    tests.append(Test(p, _builder(self, "context", tb, p, describe_v,
+                    describe = _context_sentence(tb, who, what, whose, f"{attr} ==", v)
+                    tests.append(Test(p, _builder(self, "context", tb, p, describe,
                                                    dict(extra, condition="==", value=v))))
 
     def _scan_temporal(self, op_type: str, counts: Counts, tests: list[Test]) -> None:
@@ -601,6 +581,22 @@ def _p_below(a: float, b: float, x: float) -> float:
     from scipy import stats
 
     return float(stats.beta.cdf(x, a, b))
+
+
+def _context_sentence(
+    tb: Table, who: str, what: str, whose: str, condition: str, value: Any
+) -> Callable[[float, float, float], str]:
+    """The description of a context pattern, given its rates once they are known."""
+
+    def describe(r_in: float, r_out: float, prevalence: float) -> str:
+        return (
+            f"{_pct(tb.a / max(tb.failures, 1))} of {who} occur when "
+            f"{condition} {_fmt_value(value)}, which holds for {_pct(prevalence)} of "
+            f"{whose}; {what} {_pct(r_in)} there against "
+            f"{_pct(r_out)} otherwise (n={tb.n_in:,} vs {tb.n_out:,})"
+        )
+
+    return describe
 
 
 def _builder(
