@@ -208,6 +208,16 @@ def encode_context(
     return out
 
 
+def split_window(
+    start: float, end: float
+) -> tuple[int, int, list[tuple[float, float]]]:
+    """``[start, end)`` as whole hours ``[h0, h1)`` (for rollups) and the non-empty
+    partial-hour edges (for rows). With no whole hour, the window is one edge."""
+    h0, h1 = math.ceil(start / HOUR), math.floor(end / HOUR)
+    edges = [(start, end)] if h0 >= h1 else [(start, h0 * HOUR), (h1 * HOUR, end)]
+    return h0, h1, [(a, b) for a, b in edges if a < b]
+
+
 def _process_start(pid: int) -> str | None:
     """The kernel's start time of ``pid``, to tell a reused pid from the original."""
     try:
@@ -674,8 +684,7 @@ class SQLiteStore:
                 counts[k] = counts.get(k, 0) + n
 
         type_sql, type_args = ("AND op_type = ?", [op_type]) if op_type else ("", [])
-        h0, h1 = math.ceil(start / HOUR), math.floor(end / HOUR)
-        edges = [(start, end)] if h0 >= h1 else [(start, h0 * HOUR), (h1 * HOUR, end)]
+        h0, h1, edges = split_window(start, end)
         if h0 < h1:
             add(await self.fetchall(
                 "SELECT op_type, outcome, sum(n) FROM rollup_hourly"
@@ -683,8 +692,6 @@ class SQLiteStore:
                 [h0, h1, *type_args],
             ))
         for a, b in edges:
-            if a >= b:
-                continue
             add(await self.fetchall(
                 "SELECT op_type, outcome, count(*) FROM operations"
                 f" WHERE ended_at >= ? AND ended_at < ? {type_sql} GROUP BY 1, 2",
@@ -721,7 +728,7 @@ class SQLiteStore:
         ``context`` only outcomes and error counts are read.
         """
         ws = WindowStats(start, end)
-        h0, h1 = math.ceil(start / HOUR), math.floor(end / HOUR)
+        h0, h1, _ = split_window(start, end)
         if h0 < h1:
             args = [h0, h1]
             for t, h, o, n in await self.fetchall(
@@ -754,12 +761,9 @@ class SQLiteStore:
 
     async def _edges(self, start: float, end: float) -> Aggregate:
         """The partial hours at either edge of a window, aggregated from rows."""
-        h0, h1 = math.ceil(start / HOUR), math.floor(end / HOUR)
-        edges = [(start, end)] if h0 >= h1 else [(start, h0 * HOUR), (h1 * HOUR, end)]
+        *_, edges = split_window(start, end)
         agg = Aggregate()
         for a, b in edges:
-            if a >= b:
-                continue
             for t, o, ended, dur, ctx, et, msg, adm in await self.fetchall(
                 "SELECT op_type, outcome, ended_at, duration, context, error_type,"
                 " error_message, admission FROM operations"
@@ -845,7 +849,7 @@ class SQLiteStore:
     ) -> dict[tuple[str, str, int], int]:
         """(value JSON, outcome, explored) -> operations with ``attr``, ended in [start, end)."""
         out: dict[tuple[str, str, int], int] = {}
-        h0, h1 = math.ceil(start / HOUR), math.floor(end / HOUR)
+        h0, h1, _ = split_window(start, end)
         if h0 < h1:
             type_sql, type_args = ("AND op_type = ?", [op_type]) if op_type else ("", [])
             for v, o, x, n in await self.fetchall(
