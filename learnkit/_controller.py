@@ -146,10 +146,12 @@ class ThresholdController:
             )
         return th
 
-    async def _outcomes_since(self, th: ThresholdConfig, since: float) -> dict[str, int]:
-        raw = await self._kit._store.outcome_counts(
-            since, self._kit.now(), op_type=th.op_type or None
-        )
+    async def _outcomes(
+        self, th: ThresholdConfig, start: float, end: float | None = None
+    ) -> dict[str, int]:
+        """Outcomes of the operations a threshold judges, in ``[start, end or now)``."""
+        end = self._kit.now() if end is None else end
+        raw = await self._kit._store.outcome_counts(start, end, op_type=th.op_type or None)
         out: dict[str, int] = {}
         for (_, o), n in raw.items():
             out[o] = out.get(o, 0) + n
@@ -229,7 +231,7 @@ class ThresholdController:
             history = await self.history(name)
             if history:
                 last = history[-1]
-                got = await self._outcomes_since(th, last.at)
+                got = await self._outcomes(th, last.at)
                 fresh = got.get("success", 0) + got.get("failure", 0)
                 if fresh < lc.min_samples:
                     self.logger.info(
@@ -345,8 +347,8 @@ class ThresholdController:
         breakeven = cost / (1 + cost)
         now = kit.now()
         span = min(now - c.at, lc.window_days * DAY)
-        before = await self._outcomes_since_window(th, c.at - span, c.at)
-        after = await self._outcomes_since_window(th, c.at, now)
+        before = await self._outcomes(th, c.at - span, c.at)
+        after = await self._outcomes(th, c.at, now)
 
         def describe(o: dict[str, int]) -> dict[str, float | None]:
             s, f, k = o.get("success", 0), o.get("failure", 0), o.get("skipped", 0)
@@ -391,15 +393,6 @@ class ThresholdController:
                            f"utility per offered operation rose from {ub:+.2f} to {ua:+.2f}")
         return Verdict(c, "inconclusive", max(p_worse, p_better), b, a, band,
                        "no clear difference yet" if ub is not None else "no data before")
-
-    async def _outcomes_since_window(
-        self, th: ThresholdConfig, start: float, end: float
-    ) -> dict[str, int]:
-        raw = await self._kit._store.outcome_counts(start, end, op_type=th.op_type or None)
-        out: dict[str, int] = {}
-        for (_, o), n in raw.items():
-            out[o] = out.get(o, 0) + n
-        return out
 
     async def _band(
         self, th: ThresholdConfig, c: ThresholdChange, start: float, end: float
