@@ -350,22 +350,21 @@ class ThresholdController:
         before = await self._outcomes(th, c.at - span, c.at)
         after = await self._outcomes(th, c.at, now)
 
-        def describe(o: dict[str, int]) -> dict[str, float | None]:
+        def describe(
+            o: dict[str, int],
+        ) -> tuple[dict[str, float | None], tuple[float | None, float, int]]:
             s, f, k = o.get("success", 0), o.get("failure", 0), o.get("skipped", 0)
-            u, _, n = _utility(s, f, k, cost)
-            return {"success_rate": s / (s + f) if s + f else None,
-                    "coverage": (s + f) / n if n else None, "utility": u, "n": float(n)}
+            u, var, n = _utility(s, f, k, cost)
+            return ({"success_rate": s / (s + f) if s + f else None,
+                     "coverage": (s + f) / n if n else None, "utility": u, "n": float(n)},
+                    (u, var, n))
 
-        b, a = describe(before), describe(after)
+        (b, (ub, vb, nb)), (a, (ua, va, na)) = describe(before), describe(after)
         band = await self._band(th, c, c.at, now)
         n_after = after.get("success", 0) + after.get("failure", 0)
         if n_after < lc.min_samples:
             return Verdict(c, "pending", 0.0, b, a, band,
                            f"{n_after} of {lc.min_samples} outcomes since the change")
-        ub, vb, nb = _utility(before.get("success", 0), before.get("failure", 0),
-                              before.get("skipped", 0), cost)
-        ua, va, na = _utility(after.get("success", 0), after.get("failure", 0),
-                              after.get("skipped", 0), cost)
         p_worse = p_better = 0.0
         if ub is not None and ua is not None and nb >= lc.min_samples:
             se = math.sqrt(vb / nb + va / na) or 1e-12
