@@ -3,6 +3,8 @@
 Run it from anywhere: it works in a temporary directory (or the one you pass)
 with a fresh learnkit.toml and SQLite database, simulates four weeks of an
 orchestrator processing issues, and prints the success rates it measured.
+The simulated clock and issues come from ``learnkit.demo``; the
+instrumentation below is what you would write in your own orchestrator.
 
     python examples/quickstart.py [DIR]
 """
@@ -19,47 +21,9 @@ from pathlib import Path
 
 import learnkit
 from learnkit import track, tracked
-
-CONFIG = """\
-[learning]
-enabled = false
-min_samples = 10
-confidence_threshold = 0.7
-
-[storage]
-path = "learnkit.db"
-
-[thresholds.max_complexity]
-value = 8
-attribute = "complexity"
-limit = "max"
-min = 3
-max = 12
-step = 1
-description = "Largest issue complexity the orchestrator attempts"
-"""
+from learnkit.demo import CONFIG, Issue, SimClock, TestFailure  # the demo's small world
 
 DAY = 86400.0
-
-
-class TestFailure(Exception):
-    """The orchestrator's tests failed on the change it wrote."""
-
-
-class SimClock:
-    """Simulated time, so four weeks run in a second."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Issue:
-    def __init__(self, number: int, complexity: int) -> None:
-        self.number = number
-        self.complexity = complexity
 
 
 @tracked("process_issue",

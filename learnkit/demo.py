@@ -21,7 +21,7 @@ from typing import Any
 import learnkit
 from learnkit import tracked
 
-__all__ = ["CONFIG", "P_SUCCESS", "simulate", "table"]
+__all__ = ["CONFIG", "P_SUCCESS", "Issue", "SimClock", "TestFailure", "simulate", "table"]
 
 CONFIG = """\
 [learning]
@@ -60,6 +60,8 @@ class TestFailure(Exception):
 
 
 class SimClock:
+    """Simulated time for ``learnkit.open(clock=...)``: set or advance ``now``."""
+
     def __init__(self, now: float) -> None:
         self.now = now
 
@@ -68,6 +70,8 @@ class SimClock:
 
 
 class Issue:
+    """A work item of the simulated orchestrator."""
+
     def __init__(self, number: int, complexity: int) -> None:
         self.number = number
         self.complexity = complexity
