@@ -15,9 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+import learnkit._insights.clustering as clustering
+from learnkit._insights.clustering import grouping_accuracy
+
 import learnkit
-import learnkit._clustering as clustering
-from learnkit._clustering import grouping_accuracy
 
 DATASETS = ("HDFS", "OpenSSH", "HealthApp", "Proxifier")
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import learnkit
 from learnkit._model import Operation
-from learnkit._store import _INSERT, _ROLLUP, MIGRATIONS, encode_context
+from learnkit._storage.sqlite import _INSERT, _ROLLUP, MIGRATIONS, encode_context
 
 CONFIG = '[learning]\nenabled = false\n[storage]\npath = "bench.db"\n'
 

@@ -1,10 +1,7 @@
 """learnkit: let an async orchestrator learn from its own mistakes."""
 
-from ._admission import Admission
 from ._analytics import AnalyticsCollector, Rate
-from ._clustering import cluster_messages
 from ._config import Config, LearningConfig, StorageConfig, ThresholdConfig, load_config
-from ._controller import ThresholdChange, ThresholdController, Verdict
 from ._errors import (
     ConcurrentEditError,
     ConfigError,
@@ -15,13 +12,22 @@ from ._errors import (
     UnknownOperationError,
     UnknownThresholdError,
 )
-from ._insights import ErrorCluster, FailurePattern, InsightsGenerator, Recommendation, Summary
+from ._insights.clustering import cluster_messages
+from ._insights.generator import (
+    ErrorCluster,
+    FailurePattern,
+    InsightsGenerator,
+    Recommendation,
+    Summary,
+)
+from ._insights.statistics import wilson_interval
 from ._kit import Database, Kit, Thresholds, open
-from ._loop import LearningReport
 from ._model import Operation, Outcome
-from ._stats import wilson_interval
+from ._storage.writer import WriterStats
+from ._thresholds.admission import Admission
+from ._thresholds.controller import ThresholdChange, ThresholdController, Verdict
+from ._thresholds.loop import LearningReport
 from ._tracking import OperationTracker, current_operation, track, tracked
-from ._writer import WriterStats
 
 __version__ = "0.1.0"
 

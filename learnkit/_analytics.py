@@ -8,15 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._model import ENDED_OUTCOMES
-from ._stats import wilson_interval
+from ._insights.statistics import wilson_interval
+from ._model import DAY, ENDED_OUTCOMES
 
 if TYPE_CHECKING:
     from ._kit import Database
 
 __all__ = ["AnalyticsCollector", "Rate"]
 
-DAY = 86400.0
 
 
 @attrs.frozen

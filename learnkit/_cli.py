@@ -191,7 +191,7 @@ async def cmd_init(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 async def cmd_dashboard(args: argparse.Namespace, out: IO[str]) -> int:
-    from ._render import collect, dashboard_rich, dashboard_text
+    from ._views.render import collect, dashboard_rich, dashboard_text
 
     rich = _isatty(out) and not args.plain
     times = 0
@@ -215,7 +215,7 @@ async def cmd_dashboard(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 async def cmd_report(args: argparse.Namespace, out: IO[str]) -> int:
-    from ._render import collect, report_html, report_markdown
+    from ._views.render import collect, report_html, report_markdown
 
     fmt = args.format or ("html" if args.output and args.output.suffix in (".html", ".htm")
                           else "md")
@@ -238,7 +238,7 @@ async def cmd_insights(args: argparse.Namespace, out: IO[str]) -> int:
     if args.json:
         out.write(json.dumps(summary_to_json(summary), indent=2, default=str) + "\n")
         return 0
-    from ._render import pct
+    from ._views.render import pct
 
     print(f"last {args.days:g} days: success rate {pct(summary['success_rate'])} over "
           f"{summary['sample_size']:,} operations; {summary['tests']} hypotheses scanned",
@@ -257,7 +257,7 @@ async def cmd_insights(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 async def cmd_thresholds(args: argparse.Namespace, out: IO[str]) -> int:
-    from ._render import change_line, threshold_line
+    from ._views.render import change_line, threshold_line
 
     action = args.action or "show"
     if action == "rollback" and not args.name:
@@ -303,7 +303,7 @@ async def cmd_thresholds(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 async def cmd_import(args: argparse.Namespace, out: IO[str]) -> int:
-    from ._io import parse_file
+    from ._transfer import parse_file
 
     path = Path(args.file)
     if not path.is_file():
@@ -340,7 +340,7 @@ async def cmd_import(args: argparse.Namespace, out: IO[str]) -> int:
 async def cmd_export(args: argparse.Namespace, out: IO[str]) -> int:
     import io
 
-    from ._io import export_rows
+    from ._transfer import export_rows
 
     async with _kit(args) as kit:
         where, params = ("WHERE ended_at >= ?", [kit.now() - args.days * 86400]) \

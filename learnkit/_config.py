@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import re
+import time
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -15,9 +17,12 @@ from cattrs.preconf.tomllib import make_converter
 
 from ._errors import ConfigError, ConfigNotFoundError
 
+log = logging.getLogger("learnkit")
+
 __all__ = [
     "Config",
     "LearningConfig",
+    "LiveConfig",
     "StorageConfig",
     "ThresholdConfig",
     "load_config",
@@ -316,3 +321,63 @@ def unstructure_owned(cfg: Config) -> dict[str, Any]:
         for k in [k for k, v in t.items() if v is None]:
             del t[k]
     return out
+
+
+class LiveConfig:
+    """The config in force: reloaded when the file changes, checked at most once a second.
+
+    An edit that makes the file invalid is logged (once per distinct error)
+    and the last valid config stays in force: a typo never stops tracking.
+    """
+
+    def __init__(self, config: Config, *, check_every: float = 1.0) -> None:
+        self._config = config
+        self._check_every = check_every
+        self._checked = time.monotonic()
+        self._stat = self._signature()
+        self._last_error: str | None = None
+
+    def _signature(self) -> tuple[int, int, int] | None:
+        try:
+            st = self._config.path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    @property
+    def config(self) -> Config:
+        """The current config (may reload it from disk)."""
+        now = time.monotonic()
+        if now - self._checked >= self._check_every:
+            self._checked = now
+            self.refresh()
+        return self._config
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Reload if the file changed (or ``force``); True when the config changed."""
+        sig = self._signature()
+        if not force and sig == self._stat:
+            return False
+        self._stat = sig
+        try:
+            fresh = load_config(self._config.path)
+        except ConfigError as exc:
+            if str(exc) != self._last_error:
+                self._last_error = str(exc)
+                log.error("learnkit: keeping the last valid config; %s", exc)
+            return False
+        self._last_error = None
+        changed = fresh.digest != self._config.digest
+        if changed:
+            old = {k: t.value for k, t in self._config.thresholds.items()}
+            new = {k: t.value for k, t in fresh.thresholds.items()}
+            if old != new:
+                log.info("learnkit: thresholds now %s (were %s)", new, old)
+        self._config = fresh
+        return changed
+
+    def set(self, config: Config) -> None:
+        """Install a config this process has just written."""
+        self._config = config
+        self._stat = self._signature()
+        self._checked = time.monotonic()

@@ -13,17 +13,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from ._admission import Admission, admit
 from ._analytics import AnalyticsCollector
-from ._config import Config, ThresholdConfig, load_config
-from ._configfile import LiveConfig
-from ._controller import ThresholdController
-from ._insights import InsightsGenerator
-from ._loop import LearningReport, learn_once, run_learning_loop
+from ._config import Config, LiveConfig, ThresholdConfig, load_config
+from ._insights.generator import InsightsGenerator
 from ._model import RECORDABLE_OUTCOMES, Operation
-from ._store import SQLiteStore
+from ._storage.sqlite import SQLiteStore
+from ._storage.writer import Writer, WriterStats
+from ._thresholds.admission import Admission, admit
+from ._thresholds.controller import ThresholdController
+from ._thresholds.loop import LearningReport, learn_once, run_learning_loop
 from ._tracking import OperationTracker, _current, _set_current
-from ._writer import Writer, WriterStats
 
 __all__ = ["Database", "Kit", "open"]
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-__all__ = ["Operation", "Outcome", "error_type_name"]
+__all__ = ["DAY", "HOUR", "Operation", "Outcome", "error_type_name"]
+
+#: Seconds in an hour and a day: rollups are hourly, windows are in days.
+HOUR = 3600
+DAY = 86400.0
 
 
 class Outcome(enum.StrEnum):

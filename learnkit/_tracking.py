@@ -17,9 +17,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar, overload
 
-from ._admission import pending as _pending_admission
 from ._errors import UnknownOperationError
 from ._model import Operation, error_type_name
+from ._thresholds.admission import pending as _pending_admission
 
 if TYPE_CHECKING:
     from ._kit import Kit

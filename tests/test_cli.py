@@ -293,7 +293,7 @@ def test_rich_dashboard_takes_data_as_text(tmp_path: Path) -> None:
     from rich.console import Console
 
     import learnkit
-    from learnkit._render import collect, dashboard_rich
+    from learnkit._views.render import collect, dashboard_rich
 
     p = tmp_path / "learnkit.toml"
     p.write_text(BASE_CONFIG)

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import learnkit
-from learnkit._configfile import rewrite_threshold
-from learnkit._patterns import FailurePattern, Recommendation
+from learnkit._insights.patterns import FailurePattern, Recommendation
+from learnkit._thresholds.rewrite import rewrite_threshold
 
 from .conftest import BASE_CONFIG, T0, Clock, rows
 
@@ -87,7 +87,7 @@ class TestRewrite:
         script = textwrap.dedent(f"""
             import os, signal
             from pathlib import Path
-            import learnkit, learnkit._configfile as cf
+            import learnkit, learnkit._thresholds.rewrite as cf
             cf._before_replace = lambda tmp: os.kill(os.getpid(), signal.SIGKILL)
             p = Path({str(p)!r})
             cf.rewrite_threshold(p, "max_complexity", 7, learnkit.load_config(p).digest)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,10 +19,10 @@ from typing import Any
 
 import tomli_w
 
-from ._config import Config, load_config, parse_config
-from ._errors import ConcurrentEditError, ConfigError, UnknownThresholdError
+from .._config import Config, parse_config
+from .._errors import ConcurrentEditError, UnknownThresholdError
 
-__all__ = ["LiveConfig", "atomic_write", "file_lock", "rewrite_threshold"]
+__all__ = ["atomic_write", "file_lock", "rewrite_threshold"]
 
 log = logging.getLogger("learnkit")
 
@@ -122,63 +121,3 @@ def rewrite_threshold(
         written = parse_config(new_text, path)
         atomic_write(path, new_text)
         return written
-
-
-class LiveConfig:
-    """The config in force: reloaded when the file changes, checked at most once a second.
-
-    An edit that makes the file invalid is logged (once per distinct error)
-    and the last valid config stays in force: a typo never stops tracking.
-    """
-
-    def __init__(self, config: Config, *, check_every: float = 1.0) -> None:
-        self._config = config
-        self._check_every = check_every
-        self._checked = time.monotonic()
-        self._stat = self._signature()
-        self._last_error: str | None = None
-
-    def _signature(self) -> tuple[int, int, int] | None:
-        try:
-            st = self._config.path.stat()
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-    @property
-    def config(self) -> Config:
-        """The current config (may reload it from disk)."""
-        now = time.monotonic()
-        if now - self._checked >= self._check_every:
-            self._checked = now
-            self.refresh()
-        return self._config
-
-    def refresh(self, *, force: bool = False) -> bool:
-        """Reload if the file changed (or ``force``); True when the config changed."""
-        sig = self._signature()
-        if not force and sig == self._stat:
-            return False
-        self._stat = sig
-        try:
-            fresh = load_config(self._config.path)
-        except ConfigError as exc:
-            if str(exc) != self._last_error:
-                self._last_error = str(exc)
-                log.error("learnkit: keeping the last valid config; %s", exc)
-            return False
-        self._last_error = None
-        changed = fresh.digest != self._config.digest
-        if changed:
-            old = {k: t.value for k, t in self._config.thresholds.items()}
-            new = {k: t.value for k, t in fresh.thresholds.items()}
-            if old != new:
-                log.info("learnkit: thresholds now %s (were %s)", new, old)
-        self._config = fresh
-        return changed
-
-    def set(self, config: Config) -> None:
-        """Install a config this process has just written."""
-        self._config = config
-        self._stat = self._signature()
-        self._checked = time.monotonic()

@@ -16,15 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._analytics import DAY
-from ._clustering import cluster_messages
-from ._config import LearningConfig, ThresholdConfig
-from ._patterns import WEEKDAYS, ErrorCluster, FailurePattern, _day, _fmt_value, _hours_text, _pct
-from ._rollup import OTHER
-from ._stats import wilson_interval
+from .._config import LearningConfig, ThresholdConfig
+from .._model import DAY
+from .._storage.rollup import OTHER
+from .._views.format import WEEKDAYS, day, hours_text, percent, value_text
+from .clustering import cluster_messages
+from .patterns import ErrorCluster, FailurePattern
+from .statistics import wilson_interval
 
 if TYPE_CHECKING:
-    from ._store import WindowStats
+    from .._storage.sqlite import WindowStats
 
 __all__ = ["Counts", "Scan", "Table", "Test"]
 
@@ -130,7 +131,7 @@ class Scan:
         """
         if not tables:
             return []
-        from ._statistics import prob_effect, prob_greater
+        from .statistics import prob_effect, prob_greater
 
         cfg = self.settings
         m = float(cfg.min_samples)
@@ -154,7 +155,7 @@ class Scan:
 
     def _confidence_effect(self, tb: Table) -> float:
         """P(the two rates of a table differ at all), spike and slab (see _confidence)."""
-        from ._statistics import prob_effect
+        from .statistics import prob_effect
 
         base = min(max(tb.failures / tb.total if tb.total else 0.5, 1e-3), 1 - 1e-3)
         m = float(self.settings.min_samples)
@@ -210,7 +211,7 @@ class Scan:
         ``cluster``: scan one error cluster instead, given failures per
         (op_type, cluster id, attribute, value text).
         """
-        from ._statistics import fisher_greater, max_cut
+        from .statistics import fisher_greater, max_cut
 
         cfg = self.settings
         ms = cfg.min_samples
@@ -277,7 +278,7 @@ class Scan:
 
     def _scan_temporal(self, op_type: str, counts: Counts, tests: list[Test]) -> None:
         """Hour-of-day and weekday effects, and change points in the daily rate."""
-        from ._statistics import fisher_greater, max_cut
+        from .statistics import fisher_greater, max_cut
 
         ms = self.settings.min_samples
         hours = counts.by_hour.get(op_type, {})
@@ -313,8 +314,8 @@ class Scan:
             tb = Table(f, n, f_total - f, total - n)
 
             def describe_w(r_in: float, r_out: float, prev: float, *, w: int = w) -> str:
-                return (f"{op_type} fails {_pct(r_in)} on {WEEKDAYS[w]}s (UTC) against "
-                        f"{_pct(r_out)} on other days")
+                return (f"{op_type} fails {percent(r_in)} on {WEEKDAYS[w]}s (UTC) against "
+                        f"{percent(r_out)} on other days")
 
             tests.append(Test(p, _builder(self, "temporal", tb, p, describe_w, {
                 "op_type": op_type, "attribute": "weekday", "condition": "==",
@@ -351,11 +352,11 @@ class Scan:
             verb = "dropped" if worse_after else "rose"
             return FailurePattern(
                 kind="change_point",
-                description=(f"{op_type} success rate {verb} from {_pct(before)} to "
-                             f"{_pct(after)} on {_day(at)} (n={n_before:,} before, "
+                description=(f"{op_type} success rate {verb} from {percent(before)} to "
+                             f"{percent(after)} on {day(at)} (n={n_before:,} before, "
                              f"{n_after:,} after)"),
                 op_type=op_type, attribute="day", condition=">=" if worse_after else "<",
-                value=_day(at), at=at, rate_before=before, rate_after=after,
+                value=day(at), at=at, rate_before=before, rate_after=after,
                 support=tb.n_in, failures=tb.a,
                 failure_rate_in=tb.a / tb.n_in, failure_rate_out=tb.c / tb.n_out,
                 lift=(tb.a / tb.n_in) / (tb.c / tb.n_out) if tb.c else math.inf,
@@ -403,8 +404,8 @@ class Scan:
             p = min(sig[h].p for h in run)
 
             def describe(r_in: float, r_out: float, prev: float, *, run: list[int] = run) -> str:
-                return (f"{op_type} fails {_pct(r_in)} {_hours_text(run)} against "
-                        f"{_pct(r_out)} otherwise")
+                return (f"{op_type} fails {percent(r_in)} {hours_text(run)} against "
+                        f"{percent(r_out)} otherwise")
 
             pat = self._pattern("temporal", tb, q, p, describe, op_type=op_type,
                                 attribute="hour", condition="in", value=run)
@@ -418,7 +419,7 @@ class Scan:
         """Group failures by error type and mined template; test their growth."""
         from scipy import stats
 
-        from ._statistics import prob_greater
+        from .statistics import prob_greater
 
         cfg = self.settings
         sigs_by_type: dict[str, set[str]] = {}
@@ -515,7 +516,7 @@ class Scan:
 
     def _cluster_pattern(self, c: ErrorCluster) -> FailurePattern:
         types = ", ".join(f"{t} ({n})" for t, n in sorted(c.op_types.items(), key=lambda x: -x[1]))
-        trend = {"new": f"new in this window, first seen {_day(c.first_seen)}",
+        trend = {"new": f"new in this window, first seen {day(c.first_seen)}",
                  "growing": f"growing ({c.previous_count} in the previous window)",
                  "fading": f"fading ({c.previous_count} in the previous window)",
                  "stable": f"{c.previous_count} in the previous window",
@@ -523,7 +524,7 @@ class Scan:
         return FailurePattern(
             kind="error_cluster",
             description=(f"{c.error_type} '{c.template}': {c.count:,} failures "
-                         f"({_pct(c.share_of_failures)} of failures), {trend}; hits {types}"),
+                         f"({percent(c.share_of_failures)} of failures), {trend}; hits {types}"),
             op_type=max(c.op_types, key=lambda t: c.op_types[t]) if c.op_types else None,
             error_type=c.error_type, template=c.template, count=c.count,
             failures=c.count, support=c.count, share_of_failures=c.share_of_failures,
@@ -535,7 +536,7 @@ class Scan:
         self, counts: Counts, tests: list[Test]
     ) -> dict[str, tuple[Test | None, dict[str, Any]]]:
         """For each threshold: the band it would refuse next, and the band above."""
-        from ._statistics import fisher_greater
+        from .statistics import fisher_greater
 
         out: dict[str, tuple[Test | None, dict[str, Any]]] = {}
         for name, th in self.thresholds.items():
@@ -590,10 +591,10 @@ def _context_sentence(
 
     def describe(r_in: float, r_out: float, prevalence: float) -> str:
         return (
-            f"{_pct(tb.a / max(tb.failures, 1))} of {who} occur when "
-            f"{condition} {_fmt_value(value)}, which holds for {_pct(prevalence)} of "
-            f"{whose}; {what} {_pct(r_in)} there against "
-            f"{_pct(r_out)} otherwise (n={tb.n_in:,} vs {tb.n_out:,})"
+            f"{percent(tb.a / max(tb.failures, 1))} of {who} occur when "
+            f"{condition} {value_text(value)}, which holds for {percent(prevalence)} of "
+            f"{whose}; {what} {percent(r_in)} there against "
+            f"{percent(r_out)} otherwise (n={tb.n_in:,} vs {tb.n_out:,})"
         )
 
     return describe

@@ -15,15 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._analytics import Rate
-from ._controller import ThresholdChange
-from ._patterns import ErrorCluster, FailurePattern, Summary, _day, _fmt_value, _pct
+from .._analytics import Rate
+from .._insights.patterns import ErrorCluster, FailurePattern, Summary
+from .._thresholds.controller import ThresholdChange
+from .format import day, percent, value_text
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from ._config import ThresholdConfig
-    from ._kit import Kit
+    from .._config import ThresholdConfig
+    from .._kit import Kit
 
 __all__ = ["Snapshot", "collect", "dashboard_text", "report_html", "report_markdown"]
 
@@ -70,7 +71,7 @@ async def collect(kit: Kit, days: float, *, weeks: int = 4, detailed: bool = Fal
 
 
 def pct(x: float | None, digits: int = 1) -> str:
-    return _pct(x, digits)
+    return percent(x, digits)
 
 
 def when(t: float | None) -> str:
@@ -78,8 +79,6 @@ def when(t: float | None) -> str:
         return "-"
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
-
-day = _day
 
 
 def rate_line(r: Rate) -> str:
@@ -94,7 +93,7 @@ def sparkline(rates: list[float | None]) -> str:
 
 
 def fmt_value(v: Any) -> str:
-    return _fmt_value(v, quote=False)
+    return value_text(v, quote=False)
 
 
 def change_line(c: ThresholdChange) -> str:

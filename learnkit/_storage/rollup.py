@@ -22,11 +22,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ._clustering import signature
+from .._insights.clustering import signature
+from .._model import HOUR
 
 __all__ = ["OTHER", "Aggregate", "bucket"]
 
-HOUR = 3600
 #: The value that stands for "a string we do not keep"; not valid JSON, so
 #: it cannot collide with a real value.
 OTHER = "<other>"

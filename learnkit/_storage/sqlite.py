@@ -22,15 +22,14 @@ from typing import Any, Protocol, TypeVar
 import aiosqlite
 import attrs
 
-from ._errors import StoreError
-from ._model import Operation
-from ._rollup import Aggregate, context_items
+from .._errors import StoreError
+from .._model import HOUR, Operation
+from .rollup import Aggregate, context_items
 
 T = TypeVar("T")
 
 __all__ = ["Prepared", "SQLiteStore", "Store", "WindowStats", "encode_context"]
 
-HOUR = 3600
 
 # Each entry migrates the schema from version i to i + 1. Never edit a
 # released entry: add one.

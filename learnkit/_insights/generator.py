@@ -14,15 +14,16 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ._advice import Advisor
-from ._analytics import DAY, AnalyticsCollector, _rate, _window
-from ._config import LearningConfig, ThresholdConfig
-from ._errors import UnknownThresholdError
-from ._patterns import ErrorCluster, FailurePattern, Recommendation, Summary
-from ._scan import TOP_CLUSTERS, Counts, Test
+from .._analytics import AnalyticsCollector, _rate, _window
+from .._config import LearningConfig, ThresholdConfig
+from .._errors import UnknownThresholdError
+from .._model import DAY
+from .advice import Advisor
+from .patterns import ErrorCluster, FailurePattern, Recommendation, Summary
+from .scan import TOP_CLUSTERS, Counts, Test
 
 if TYPE_CHECKING:
-    from ._store import WindowStats
+    from .._storage.sqlite import WindowStats
 
 __all__ = ["ErrorCluster", "FailurePattern", "InsightsGenerator", "Recommendation", "Summary"]
 
@@ -147,7 +148,7 @@ class InsightsGenerator:
 
         import numpy as np
 
-        from ._statistics import benjamini_hochberg, storey_pi0
+        from .statistics import benjamini_hochberg, storey_pi0
 
         scan._pi0 = storey_pi0([x.p for x in tests])
         qs: list[float] = (

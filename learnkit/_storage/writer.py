@@ -20,8 +20,8 @@ from collections import deque
 
 import attrs
 
-from ._model import Operation
-from ._store import Prepared, SQLiteStore
+from .._model import Operation
+from .sqlite import Prepared, SQLiteStore
 
 __all__ = ["WriterStats", "Writer"]
 

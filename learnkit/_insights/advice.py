@@ -6,18 +6,11 @@ import math
 from collections.abc import Collection
 from typing import Any
 
-from ._config import ThresholdConfig
-from ._patterns import (
-    ErrorCluster,
-    FailurePattern,
-    Recommendation,
-    _fmt_value,
-    _hours_span,
-    _num,
-    _pct,
-)
-from ._scan import Counts, Scan, Table, Test, _p_below
-from ._stats import wilson_interval
+from .._config import ThresholdConfig
+from .._views.format import hours_span, percent, signed, value_text
+from .patterns import ErrorCluster, FailurePattern, Recommendation
+from .scan import Counts, Scan, Table, Test, _p_below
+from .statistics import wilson_interval
 
 __all__ = ["Advisor"]
 
@@ -121,13 +114,13 @@ class Advisor(Scan):
         rf = sum(values[v][1] for v in rest)
         rn = sum(values[v][0] + values[v][1] for v in rest)
         lo_b, hi_b = min(band), max(band)
-        band_txt = (f"{th.attribute} = {_fmt_value(lo_b)}" if lo_b == hi_b
-                    else f"{_fmt_value(lo_b)} <= {th.attribute} <= {_fmt_value(hi_b)}")
+        band_txt = (f"{th.attribute} = {value_text(lo_b)}" if lo_b == hi_b
+                    else f"{value_text(lo_b)} <= {th.attribute} <= {value_text(hi_b)}")
         evidence = FailurePattern(
             kind="context",
-            description=(f"{band_txt}: success rate {_pct(rate)} over {s + f:,} operations "
-                         f"(break-even {_pct(breakeven)} at failure_cost {c:g}); "
-                         f"{_pct(1 - rf / rn) if rn else 'n/a'} elsewhere"),
+            description=(f"{band_txt}: success rate {percent(rate)} over {s + f:,} operations "
+                         f"(break-even {percent(breakeven)} at failure_cost {c:g}); "
+                         f"{percent(1 - rf / rn) if rn else 'n/a'} elsewhere"),
             op_type=th.op_type or None, attribute=th.attribute,
             condition="in", value=sorted(band), support=s + f, failures=f,
             failure_rate_in=f / (s + f), failure_rate_out=rf / rn if rn else None,
@@ -141,17 +134,17 @@ class Advisor(Scan):
         )
         expected = self._expected(th, values, new)
         if tighten:
-            why = (f"work with {band_txt} succeeds {_pct(rate)} of the time, below the "
-                   f"break-even {_pct(breakeven)}")
+            why = (f"work with {band_txt} succeeds {percent(rate)} of the time, below the "
+                   f"break-even {percent(breakeven)}")
         else:
-            why = (f"explored work with {band_txt} succeeds {_pct(rate)} of the time, above "
-                   f"the break-even {_pct(breakeven)}")
+            why = (f"explored work with {band_txt} succeeds {percent(rate)} of the time, above "
+                   f"the break-even {percent(breakeven)}")
         er, ec, eu = (expected[k] for k in ("success_rate", "coverage", "utility"))
         message = (
-            f"{verb.capitalize()} {name} from {_fmt_value(th.value)} to {_fmt_value(new_v)}: "
-            f"{why}. Expected success rate {_pct(er['before'])} -> {_pct(er['after'])}, "
-            f"coverage {_pct(ec['before'])} -> {_pct(ec['after'])}, utility per offered "
-            f"operation {_num(eu['before'])} -> {_num(eu['after'])}"
+            f"{verb.capitalize()} {name} from {value_text(th.value)} to {value_text(new_v)}: "
+            f"{why}. Expected success rate {percent(er['before'])} -> {percent(er['after'])}, "
+            f"coverage {percent(ec['before'])} -> {percent(ec['after'])}, utility per offered "
+            f"operation {signed(eu['before'])} -> {signed(eu['after'])}"
         )
         return Recommendation(
             action=f"{verb}_threshold:{name}", message=message, confidence=conf,
@@ -175,7 +168,7 @@ class Advisor(Scan):
                 continue
             if p.kind == "temporal" and p.attribute == "hour":
                 action = f"avoid_hours:{p.op_type}"
-                msg = f"Schedule {p.op_type} outside {_hours_span(p.value)}: {p.description}"
+                msg = f"Schedule {p.op_type} outside {hours_span(p.value)}: {p.description}"
             elif p.kind == "temporal":
                 action = f"avoid_weekday:{p.op_type}:{p.value}"
                 msg = f"Avoid {p.op_type} on {p.value}s or find out why: {p.description}"
@@ -189,7 +182,7 @@ class Advisor(Scan):
                 target = f"{p.error_type} '{p.template}'" if p.error_type else p.op_type
                 action = f"review_context:{p.op_type}:{p.attribute}"
                 msg = (f"Look into {target} when {p.attribute} {p.condition} "
-                       f"{_fmt_value(p.value)}: {p.description}")
+                       f"{value_text(p.value)}: {p.description}")
             else:
                 continue
             recs.append(Recommendation(action=action, message=msg,
@@ -199,7 +192,7 @@ class Advisor(Scan):
                     c.q_value is not None and c.q_value <= cfg.fdr):
                 types = ", ".join(sorted(c.op_types))
                 msg = (f"Investigate {c.error_type} '{c.template}': {c.trend}, {c.count:,} "
-                       f"failures ({_pct(c.share_of_failures)} of failures) in {types}; "
+                       f"failures ({percent(c.share_of_failures)} of failures) in {types}; "
                        f"e.g. {c.example[:160]!r}")
                 recs.append(Recommendation(action=f"investigate_cluster:{c.id}", message=msg,
                                            confidence=c.confidence,

@@ -19,17 +19,17 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import attrs
 
-from ._configfile import rewrite_threshold
-from ._errors import ConcurrentEditError, LearnkitError, UnknownThresholdError
-from ._patterns import Summary
+from .._errors import ConcurrentEditError, LearnkitError, UnknownThresholdError
+from .._insights.patterns import Summary
+from .._model import DAY
+from .rewrite import rewrite_threshold
 
 if TYPE_CHECKING:
-    from ._config import Config, ThresholdConfig
-    from ._kit import Kit
+    from .._config import Config, ThresholdConfig
+    from .._kit import Kit
 
 __all__ = ["ThresholdChange", "ThresholdController", "Verdict"]
 
-DAY = 86400.0
 #: Confidence needed to call a change worse from overall utility alone.
 OVERALL_CONFIDENCE = 0.95
 log = logging.getLogger("learnkit")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 if TYPE_CHECKING:
-    from ._kit import Kit
+    from .._kit import Kit
 
 __all__ = ["Admission", "admit"]
 

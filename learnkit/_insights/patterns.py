@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import math
 from typing import Any, TypedDict
 
 import attrs
 
-from ._analytics import Rate
+from .._analytics import Rate
 
 __all__ = ["ErrorCluster", "FailurePattern", "Recommendation", "Summary"]
 
-WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
 @attrs.frozen
@@ -148,37 +145,3 @@ class Summary(TypedDict):
     actions: list[str]
     recommended_thresholds: dict[str, int | float]
     tests: int
-
-
-
-# -- formatting ---------------------------------------------------------------
-
-
-def _pct(x: float | None, digits: int = 0) -> str:
-    return "n/a" if x is None or math.isnan(x) else f"{x:.{digits}%}"
-
-
-def _fmt_value(v: Any, *, quote: bool = True) -> str:
-    """A value as written in a condition: 7 not 7.0; strings quoted unless ``quote`` is off."""
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return repr(v) if quote and isinstance(v, str) else str(v)
-
-
-def _day(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d")
-
-
-def _hours_span(hours: list[int], sep: str = "-") -> str:
-    """``02:00-04:00 UTC`` for the consecutive hours [2, 3]."""
-    start, end = hours[0], (hours[-1] + 1) % 24
-    return f"{start:02d}:00{sep}{end:02d}:00 UTC"
-
-
-def _hours_text(hours: list[int]) -> str:
-    return "between " + _hours_span(hours, " and ")
-
-
-def _num(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:+.2f}"
-

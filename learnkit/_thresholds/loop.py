@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from ._controller import ThresholdChange, Verdict
-from ._errors import LearnkitError
-from ._patterns import Summary
+from .._errors import LearnkitError
+from .._insights.patterns import Summary
+from .controller import ThresholdChange, Verdict
 
 if TYPE_CHECKING:
-    from ._kit import Kit
+    from .._kit import Kit
 
 __all__ = ["LearningReport", "learn_once", "run_learning_loop"]
 

@@ -1,0 +1,1 @@
+"""Analysis: the scan, error clusters, threshold advice and the statistics behind them."""

@@ -1,0 +1,1 @@
+"""Storage: the protocol callers use, the writer, the SQLite backend, schema, rollups."""

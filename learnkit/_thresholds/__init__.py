@@ -1,0 +1,1 @@
+"""Adaptive thresholds: admission, the controller, the learning loop, the config rewrite."""

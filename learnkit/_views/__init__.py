@@ -1,0 +1,1 @@
+"""What a person reads: formatting, the dashboard and the reports."""
