@@ -28,7 +28,9 @@ from pathlib import Path
 
 import learnkit
 from learnkit._model import Operation
-from learnkit._storage.sqlite import _INSERT, _ROLLUP, MIGRATIONS, encode_context
+from learnkit._storage.rollup import Encoder
+from learnkit._storage.schema import MIGRATIONS
+from learnkit._storage.sqlite import _INSERT, _ROLLUP
 
 CONFIG = '[learning]\nenabled = false\n[storage]\npath = "bench.db"\n'
 
@@ -136,6 +138,7 @@ def raw_rate(workdir: Path, n: int, batch: int) -> float:
     for m in MIGRATIONS:
         conn.executescript(m)
     ops = make_ops(n)
+    encode_context = Encoder().encode_context
     # The same rows, already as tuples (context already JSON): raw executemany
     # does none of the writer's work of turning operations into rows.
     rows = [

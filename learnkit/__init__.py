@@ -1,35 +1,36 @@
 """learnkit: let an async orchestrator learn from its own mistakes."""
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
 from ._analytics import AnalyticsCollector, Rate
 from ._config import Config, LearningConfig, StorageConfig, ThresholdConfig, load_config
+from ._database import Database
 from ._errors import (
     ConcurrentEditError,
     ConfigError,
     ConfigNotFoundError,
     LearnkitError,
-    NoKitError,
     StoreError,
+    StoreUnavailableError,
     UnknownOperationError,
     UnknownThresholdError,
 )
 from ._insights.clustering import cluster_messages
-from ._insights.generator import (
-    ErrorCluster,
-    FailurePattern,
-    InsightsGenerator,
-    Recommendation,
-    Summary,
-)
-from ._insights.statistics import wilson_interval
-from ._kit import Database, Kit, Thresholds, open
-from ._model import Operation, Outcome
+from ._insights.generator import InsightsGenerator
+from ._insights.patterns import ErrorCluster, FailurePattern, Recommendation, Summary
+from ._kit import Kit, Thresholds, open
+from ._model import Operation
 from ._storage.writer import WriterStats
 from ._thresholds.admission import Admission
 from ._thresholds.controller import ThresholdChange, ThresholdController, Verdict
 from ._thresholds.loop import LearningReport
 from ._tracking import OperationTracker, current_operation, track, tracked
 
-__version__ = "0.1.0"
+try:
+    __version__ = _version("learnkit")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "Admission",
@@ -46,14 +47,13 @@ __all__ = [
     "LearningConfig",
     "LearningReport",
     "LearnkitError",
-    "NoKitError",
     "Operation",
     "OperationTracker",
-    "Outcome",
     "Rate",
     "Recommendation",
     "StorageConfig",
     "StoreError",
+    "StoreUnavailableError",
     "Summary",
     "ThresholdChange",
     "ThresholdConfig",
@@ -69,5 +69,4 @@ __all__ = [
     "open",
     "track",
     "tracked",
-    "wilson_interval",
 ]

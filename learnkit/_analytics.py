@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -12,7 +12,8 @@ from ._insights.statistics import wilson_interval
 from ._model import DAY, ENDED_OUTCOMES
 
 if TYPE_CHECKING:
-    from ._kit import Database
+    from ._database import Database
+    from ._storage.protocol import Store
 
 __all__ = ["AnalyticsCollector", "Rate"]
 
@@ -78,7 +79,7 @@ class AnalyticsCollector:
         self.logger = logger or logging.getLogger("learnkit")
 
     @property
-    def _store(self) -> Any:
+    def _store(self) -> Store:
         return self.database.store
 
     async def get_rate(

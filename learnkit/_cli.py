@@ -23,6 +23,7 @@ import attrs
 import learnkit
 
 from ._errors import LearnkitError
+from ._model import DAY
 
 __all__ = ["entrypoint", "main", "summary_to_json"]
 
@@ -86,8 +87,7 @@ async def _kit(args: argparse.Namespace, *, need_data: bool = True) -> Any:
         )
     async with learnkit.open(args.config, learning_loop=False) as kit:
         if need_data:
-            rows = await kit.database.store.fetchall("SELECT 1 FROM operations LIMIT 1")
-            if not rows:
+            if not await kit.database.store.has_operations():
                 raise CliError(
                     f"the database {cfg.database_path} has no operations yet; record some "
                     "(see docs/getting-started.md) or run `learnkit import FILE`"
@@ -343,11 +343,9 @@ async def cmd_export(args: argparse.Namespace, out: IO[str]) -> int:
     from ._transfer import export_rows
 
     async with _kit(args) as kit:
-        where, params = ("WHERE ended_at >= ?", [kit.now() - args.days * 86400]) \
-            if args.days else ("WHERE ended_at IS NOT NULL", [])
-        rows = await kit.database.store.fetchall(
-            "SELECT op_type, outcome, started_at, ended_at, key, error_type, error_message,"
-            f" duration, context FROM operations {where} ORDER BY ended_at, id", params)
+        since = kit.now() - args.days * DAY if args.days else None
+        rows = [row async for chunk in kit.database.store.export_rows(since=since)
+                for row in chunk]
     fmt = args.format or ("csv" if args.output and args.output.suffix == ".csv" else "jsonl")
     buf = io.StringIO()
     n = export_rows(rows, fmt, buf)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 __all__ = [
+    "ConcurrentEditError",
     "ConfigError",
     "ConfigNotFoundError",
-    "ConcurrentEditError",
     "LearnkitError",
-    "NoKitError",
     "StoreError",
+    "StoreUnavailableError",
     "UnknownOperationError",
     "UnknownThresholdError",
 ]
@@ -59,7 +59,13 @@ class ConcurrentEditError(LearnkitError, RuntimeError):
 
 
 class StoreError(LearnkitError, RuntimeError):
-    """The store cannot be opened (bad path, newer schema, not a database)."""
+    """The store failed: it cannot be opened (bad path, newer schema, not a
+    database) or an operation on it failed for a reason that will not clear."""
+
+
+class StoreUnavailableError(StoreError):
+    """A storage fault that may clear by itself (a lock held by another process,
+    a full disk, a lost connection); the writer keeps the records and retries."""
 
 
 class UnknownOperationError(LearnkitError, KeyError):
@@ -75,6 +81,3 @@ class UnknownThresholdError(LearnkitError, KeyError):
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
 
-
-class NoKitError(LearnkitError, RuntimeError):
-    """An API that needs an open kit was called with none open."""

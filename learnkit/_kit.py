@@ -1,4 +1,4 @@
-"""The kit: config + store + writer, opened with ``learnkit.open()``."""
+"""The kit, opened with ``learnkit.open()``: the composition root that builds every part."""
 
 from __future__ import annotations
 
@@ -15,41 +15,21 @@ from typing import Any
 
 from ._analytics import AnalyticsCollector
 from ._config import Config, LiveConfig, ThresholdConfig, load_config
+from ._database import Database
 from ._insights.generator import InsightsGenerator
 from ._model import RECORDABLE_OUTCOMES, Operation
 from ._storage.sqlite import SQLiteStore
 from ._storage.writer import Writer, WriterStats
 from ._thresholds.admission import Admission, admit
 from ._thresholds.controller import ThresholdController
-from ._thresholds.loop import LearningReport, learn_once, run_learning_loop
-from ._tracking import OperationTracker, _current, _set_current
+from ._thresholds.loop import LearningLoop, LearningReport
+from ._tracking import OperationTracker, Recorder, _current, set_current
 
-__all__ = ["Database", "Kit", "open"]
+__all__ = ["Kit", "Thresholds", "open"]
 
 log = logging.getLogger("learnkit")
 
 Clock = Callable[[], float]
-
-
-class Database:
-    """The kit's store handle (``kit.database``), as the specification's classes take it."""
-
-    def __init__(self, kit: Kit) -> None:
-        self.kit = kit
-
-    @property
-    def store(self) -> SQLiteStore:
-        """The underlying store."""
-        return self.kit._store
-
-    @property
-    def path(self) -> Path:
-        """The database file."""
-        return self.kit._store.path
-
-    def now(self) -> float:
-        """The kit's clock (Unix seconds, UTC)."""
-        return self.kit._clock()
 
 
 class Thresholds(Mapping[str, int | float]):
@@ -59,21 +39,21 @@ class Thresholds(Mapping[str, int | float]):
     controller, another process or a person, without a restart.
     """
 
-    def __init__(self, kit: Kit) -> None:
-        self._kit = kit
+    def __init__(self, live: LiveConfig) -> None:
+        self._live = live
 
     def __getitem__(self, name: str) -> int | float:
-        return self._kit.config.thresholds[name].value
+        return self._live.config.thresholds[name].value
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._kit.config.thresholds)
+        return iter(self._live.config.thresholds)
 
     def __len__(self) -> int:
-        return len(self._kit.config.thresholds)
+        return len(self._live.config.thresholds)
 
     def settings(self, name: str) -> ThresholdConfig:
         """The whole ``[thresholds.NAME]`` table in force."""
-        return self._kit.config.thresholds[name]
+        return self._live.config.thresholds[name]
 
     def __repr__(self) -> str:
         return f"Thresholds({dict(self)!r})"
@@ -82,7 +62,9 @@ class Thresholds(Mapping[str, int | float]):
 class Kit:
     """An open learnkit: tracking, analytics, insights and thresholds.
 
-    Made by :func:`learnkit.open`; do not construct directly.
+    Made by :func:`learnkit.open`; do not construct directly. The kit is the
+    composition root: it builds the store, the writer and the analysis parts
+    and hands each only what it needs; none of them knows the kit.
     """
 
     def __init__(
@@ -104,12 +86,16 @@ class Kit:
             flush_interval=config.storage.flush_interval,
             max_queue=config.storage.max_queue,
         )
-        self.database = Database(self)
+        self._recorder = Recorder(self._writer, self._clock)
+        self.database = Database(self._store, self._recorder, self._live)
         self.tracker = OperationTracker(self.database, log)
         self.analytics = AnalyticsCollector(self.database, log)
         self.insights = InsightsGenerator(self.analytics, log)
-        self.controller = ThresholdController(self, log)
-        self.thresholds = Thresholds(self)
+        self.controller = ThresholdController(
+            self.database, log, on_change=self.insights.invalidate
+        )
+        self._learning = LearningLoop(self.database, self.insights, self.controller)
+        self.thresholds = Thresholds(self._live)
         self._closed = True
 
     @property
@@ -123,7 +109,7 @@ class Kit:
         self._closed = False
         if self._start_loop:
             self._loop_task = asyncio.get_running_loop().create_task(
-                run_learning_loop(self), name="learnkit-learning-loop"
+                self._learning.run(), name="learnkit-learning-loop"
             )
         if self._store.abandoned_on_open:
             log.warning(
@@ -208,15 +194,19 @@ class Kit:
 
         Never raises; attributes that are not numbers are not gated.
         """
-        return admit(self, op_type, attrs, self._random)
+        def refuse(why: str) -> None:
+            self.record(op_type, outcome="skipped", started_at=self._clock(), context=attrs,
+                        error_type="Refused", error_message=why)
+
+        return admit(self.config, op_type, attrs, self._random, refuse)
 
     async def learn_once(self) -> LearningReport:
         """One turn of the learning loop now: analyse, judge earlier changes, apply."""
-        return await learn_once(self)
+        return await self._learning.learn_once()
 
     async def run_learning_loop(self) -> None:
         """Run the learning loop in this task until cancelled (see ``learning.enabled``)."""
-        await run_learning_loop(self)
+        await self._learning.run()
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Make everything recorded so far durable; True when it all was.
@@ -232,7 +222,7 @@ class Kit:
         if self._closed:
             return
         self._closed = True
-        _set_current(None, remove=self)
+        set_current(None, remove=self._recorder)
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
@@ -284,7 +274,7 @@ async def open(
     """
     kit = Kit(load_config(config_path), clock=clock, random=random, learning_loop=learning_loop)
     await kit._open()
-    _set_current(kit)
+    set_current(kit._recorder)
     try:
         yield kit
     finally:

@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import enum
 from typing import Any
 
-__all__ = ["DAY", "HOUR", "Operation", "Outcome", "error_type_name"]
+__all__ = ["DAY", "ENDED_OUTCOMES", "HOUR", "RECORDABLE_OUTCOMES", "Operation", "error_type_name"]
 
 #: Seconds in an hour and a day: rollups are hourly, windows are in days.
 HOUR = 3600
 DAY = 86400.0
 
 
-class Outcome(enum.StrEnum):
-    """How an operation ended. Compares equal to its string value."""
-
-    SUCCESS = "success"
-    FAILURE = "failure"
-    CANCELLED = "cancelled"
-    ABANDONED = "abandoned"
-    SKIPPED = "skipped"
-    #: Stored while an operation is still in flight; never an end state.
-    RUNNING = "running"
-
-
+#: How an operation can end (``running`` is stored while it is in flight, never an end).
 ENDED_OUTCOMES = ("success", "failure", "cancelled", "abandoned", "skipped")
+#: The outcomes ``kit.record`` accepts (``abandoned`` is found, never recorded).
 RECORDABLE_OUTCOMES = ("success", "failure", "cancelled", "skipped")
 
 _type_names: dict[type, str] = {}

@@ -17,14 +17,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar, overload
 
+import attrs
+
 from ._errors import UnknownOperationError
 from ._model import Operation, error_type_name
 from ._thresholds.admission import pending as _pending_admission
 
 if TYPE_CHECKING:
-    from ._kit import Kit
+    from ._storage.writer import Writer
 
-__all__ = ["OperationTracker", "current_operation", "track", "tracked"]
+__all__ = ["OperationTracker", "Recorder", "current_operation", "track", "tracked"]
 
 log = logging.getLogger("learnkit")
 
@@ -37,15 +39,26 @@ _current: contextvars.ContextVar[Operation | None] = contextvars.ContextVar(
 _perf = time.perf_counter
 
 
-class _State:
-    """The process-wide stack of open kits; the top one is current."""
+@attrs.frozen(eq=False)
+class Recorder:
+    """Where tracking sends operations: one kit's writer and clock."""
 
-    kits: ClassVar[list[Kit]] = []
-    kit: ClassVar[Kit | None] = None
+    #: The queue operations go to.
+    writer: Writer
+    #: Unix seconds (UTC) for start and end times.
+    clock: Callable[[], float]
+
+
+class _State:
+    """The process-wide stack of open kits' recorders; the top one is current."""
+
+    kits: ClassVar[list[Recorder]] = []
+    kit: ClassVar[Recorder | None] = None
     warned: ClassVar[bool] = False
 
 
-def _set_current(kit: Kit | None, *, remove: Kit | None = None) -> None:
+def set_current(kit: Recorder | None, *, remove: Recorder | None = None) -> None:
+    """Push ``kit`` as the current recorder, or ``remove`` one (a kit closing)."""
     if remove is not None:
         if remove in _State.kits:
             _State.kits.remove(remove)
@@ -78,11 +91,11 @@ def current_operation() -> Operation | None:
 
 
 def _finish(
-    op: Operation, exc: BaseException | None, kit: Kit, will_wait: bool = False
+    op: Operation, exc: BaseException | None, kit: Recorder, will_wait: bool = False
 ) -> None:
     """Fill in the end of ``op`` and queue it; never raises."""
     op.duration = _perf() - op.t0
-    op.ended_at = kit._clock()
+    op.ended_at = kit.clock()
     if exc is None:
         if op.outcome == "running":
             op.outcome = "success"
@@ -98,7 +111,7 @@ def _finish(
         # SystemExit, GeneratorExit: none of them is the operation failing.
         op.outcome = "cancelled"
         op.error_type = error_type_name(type(exc))
-    writer = kit._writer
+    writer = kit.writer
     writer.live.pop(op, None)
     writer.submit(op, will_wait=will_wait)
 
@@ -151,10 +164,10 @@ def _wrap(
                 k, c = None, None
             else:
                 k, c = _key_and_context(key, context, args, kwargs, op_type)
-            op = Operation(op_type, k, c, kit._clock(), _perf(), _current.get())
+            op = Operation(op_type, k, c, kit.clock(), _perf(), _current.get())
             if _pending_admission.get() is not None:
                 _mark_explored(op)
-            writer = kit._writer
+            writer = kit.writer
             writer.live[op] = None
             token = _current.set(op)
             try:
@@ -171,7 +184,7 @@ def _wrap(
                 raise
             _current.reset(token)
             op.duration = _perf() - op.t0
-            op.ended_at = kit._clock()
+            op.ended_at = kit.clock()
             if op.outcome == "running":
                 op.outcome = "success"
             writer.live.pop(op, None)
@@ -192,10 +205,10 @@ def _wrap(
             k, c = None, None
         else:
             k, c = _key_and_context(key, context, args, kwargs, op_type)
-        op = Operation(op_type, k, c, kit._clock(), _perf(), _current.get())
+        op = Operation(op_type, k, c, kit.clock(), _perf(), _current.get())
         if _pending_admission.get() is not None:
             _mark_explored(op)
-        kit._writer.live[op] = None
+        kit.writer.live[op] = None
         token = _current.set(op)
         try:
             result = fn(*args, **kwargs)
@@ -285,20 +298,20 @@ class track:
         self._key = key
         self._context = context or None
         self._op: Operation | None = None
-        self._kit: Kit | None = None
+        self._kit: Recorder | None = None
         self._token: contextvars.Token[Operation | None] | None = None
 
     def _enter(self) -> Operation:
         kit = _State.kit
         op = Operation(
             self._op_type, self._key, self._context,
-            kit._clock() if kit is not None else time.time(), _perf(), _current.get(),
+            kit.clock() if kit is not None else time.time(), _perf(), _current.get(),
         )
         if kit is None:
             _untracked(self._op_type)
         else:
             _mark_explored(op)
-            kit._writer.live[op] = None
+            kit.writer.live[op] = None
             self._kit = kit
             self._op = op
             self._token = _current.set(op)
@@ -324,8 +337,8 @@ class track:
         kit = self._kit
         waits = exc is None or isinstance(exc, Exception)
         self._exit(exc, waits)
-        if waits and kit is not None and kit._writer.full:
-            await kit._writer.wait_for_room()
+        if waits and kit is not None and kit.writer.full:
+            await kit.writer.wait_for_room()
 
     def __enter__(self) -> Operation:
         return self._enter()
@@ -346,14 +359,13 @@ class OperationTracker:
     """
 
     def __init__(self, database: Any, logger: logging.Logger | None = None) -> None:
-        from ._kit import Database
-
-        if not isinstance(database, Database):
+        recorder = getattr(database, "recorder", None)
+        if not isinstance(recorder, Recorder):
             raise TypeError(
                 f"OperationTracker needs a kit's database (kit.database), "
                 f"got {type(database).__name__}"
             )
-        self._db = database
+        self._recorder = recorder
         self._log = logger or log
         self._ops: dict[int, Operation] = {}
         self._ids = itertools.count(1)
@@ -369,13 +381,13 @@ class OperationTracker:
 
         The operation tracked in the current task, if any, becomes its parent.
         """
-        kit = self._db.kit
+        kit = self._recorder
         op = Operation(
             op_type, None if key is None else str(key), dict(context) if context else None,
-            kit._clock(), _perf(), _current.get(),
+            kit.clock(), _perf(), _current.get(),
         )
         _mark_explored(op)
-        kit._writer.live[op] = None
+        kit.writer.live[op] = None
         op_id = next(self._ids)
         self._ops[op_id] = op
         return op_id
@@ -407,7 +419,7 @@ class OperationTracker:
             op.outcome = "cancelled"
         elif not success:
             op.fail(error_type or "Failure", error_message)
-        _finish(op, None, self._db.kit)
+        _finish(op, None, self._recorder)
 
     @property
     def in_flight(self) -> int:

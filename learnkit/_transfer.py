@@ -22,7 +22,7 @@ import attrs
 
 from ._model import RECORDABLE_OUTCOMES
 
-__all__ = ["FIELDS", "ImportError_", "Problem", "export_rows", "parse_file"]
+__all__ = ["FIELDS", "Problem", "export_rows", "parse_file"]
 
 FIELDS = ("op_type", "outcome", "started_at", "ended_at", "key", "error_type",
           "error_message", "duration")
@@ -36,17 +36,6 @@ class Problem:
     line: int
     #: What is wrong and how to fix it.
     message: str
-
-
-class ImportError_(ValueError):
-    """The file has lines that cannot be imported; nothing was written."""
-
-    def __init__(self, path: Path, problems: list[Problem]) -> None:
-        self.path = path
-        self.problems = problems
-        first = problems[0]
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        super().__init__(f"{path}:{first.line}: {first.message}{more}")
 
 
 def _time(name: str, value: Any) -> float:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from learnkit._insights.clustering import grouping_accuracy, mask, signature
 
 import learnkit
+from learnkit._insights.clustering import grouping_accuracy, mask, signature
 
 LOGHUB = Path(os.environ.get(
     "LEARNKIT_LOGHUB_DIR",

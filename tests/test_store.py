@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import learnkit
-from learnkit._storage.sqlite import MIGRATIONS, SCHEMA_VERSION
+from learnkit._storage.schema import MIGRATIONS, SCHEMA_VERSION
 
 from .conftest import write_config
 

@@ -23,7 +23,7 @@ from .patterns import ErrorCluster, FailurePattern, Recommendation, Summary
 from .scan import TOP_CLUSTERS, Counts, Test
 
 if TYPE_CHECKING:
-    from .._storage.sqlite import WindowStats
+    from .._storage.protocol import WindowStats
 
 __all__ = ["ErrorCluster", "FailurePattern", "InsightsGenerator", "Recommendation", "Summary"]
 
@@ -45,20 +45,18 @@ class InsightsGenerator:
         self._cache: tuple[Any, Summary] | None = None
 
     @property
-    def _kit(self) -> Any:
-        return self.collector.database.kit
-
-    @property
     def settings(self) -> LearningConfig:
         """The ``[learning]`` settings in force."""
-        cfg: LearningConfig = self._kit.config.learning
-        return cfg
+        return self.collector.database.config.learning
 
     @property
     def thresholds(self) -> dict[str, ThresholdConfig]:
         """The thresholds in force (live values)."""
-        th: dict[str, ThresholdConfig] = self._kit.config.thresholds
-        return th
+        return self.collector.database.config.thresholds
+
+    def invalidate(self) -> None:
+        """Forget the cached analysis (the thresholds it was made under changed)."""
+        self._cache = None
 
     async def generate_summary(self, days: float = 7, *, offset: float = 0) -> Summary:
         """Analyse ``[now - offset - days, now - offset)``.
@@ -67,13 +65,13 @@ class InsightsGenerator:
         ``failure_patterns``, ``recommendations``, ``actions``,
         ``recommended_thresholds`` and ``sample_size``.
         """
-        kit = self._kit
-        now = kit.now()
+        db = self.collector.database
+        now = db.now()
         start, end = _window(now, days, offset)
-        key = (start, end, kit._writer.written, id(kit.config))
+        key = (start, end, db.recorder.writer.written, id(db.config))
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
-        store = kit._store
+        store = db.store
         ws = await store.window_stats(start, end)
         prev = await store.window_stats(start - days * DAY, start, context=False)
         summary = self._analyse(ws, prev, days, offset)
@@ -98,8 +96,9 @@ class InsightsGenerator:
         """
         if name not in self.thresholds:
             known = ", ".join(sorted(self.thresholds)) or "none"
+            path = self.collector.database.config.path
             raise UnknownThresholdError(
-                f"no threshold {name!r} in {self._kit.config.path} (defined: {known}); "
+                f"no threshold {name!r} in {path} (defined: {known}); "
                 f"add a [thresholds.{name}] table"
             )
         summary = await self.generate_summary(days)

@@ -25,7 +25,7 @@ from .patterns import ErrorCluster, FailurePattern
 from .statistics import wilson_interval
 
 if TYPE_CHECKING:
-    from .._storage.sqlite import WindowStats
+    from .._storage.protocol import WindowStats
 
 __all__ = ["Counts", "Scan", "Table", "Test"]
 

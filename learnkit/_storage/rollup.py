@@ -13,19 +13,21 @@ Each operation adds to four rollups, keyed by the hour it ended in:
 Context values are *bucketed* so the rollups stay small: booleans, None,
 integers up to 1000 and short strings are kept exactly; larger numbers keep
 two significant digits; strings longer than 64 characters, and the 51st and
-later distinct strings of one attribute in one process, count as
+later distinct strings of one attribute in one store, count as
 ``<other>``; lists, dicts and other objects are left out.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 from .._insights.clustering import signature
 from .._model import HOUR
 
-__all__ = ["OTHER", "Aggregate", "bucket"]
+__all__ = ["OTHER", "Aggregate", "Encoder"]
 
 #: The value that stands for "a string we do not keep"; not valid JSON, so
 #: it cannot collide with a real value.
@@ -33,68 +35,128 @@ OTHER = "<other>"
 _MAX_STRINGS = 50
 _MAX_STRING_LEN = 64
 
-_seen_strings: dict[tuple[str, str], set[str]] = {}
-_signatures: dict[str, str] = {}
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+_NO_ITEMS: tuple[tuple[str, str], ...] = ()
+_CACHE_LIMIT = 8192
+_SIGNATURE_LIMIT = 20_000
 
 
-def bucket(op_type: str, attr: str, value: Any) -> str | None:
-    """The rollup key (JSON text) of one context value; None to leave it out."""
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int):
-        if -1000 <= value <= 1000:
-            return str(value)
-        return str(int(float(f"{value:.2g}")))
+def _sanitize(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
     if isinstance(value, float):
-        if not math.isfinite(value):
-            return None
-        if value.is_integer() and -1000 <= value <= 1000:
-            return str(int(value))
-        return repr(float(f"{value:.2g}"))
-    if isinstance(value, str):
-        if len(value) > _MAX_STRING_LEN:
-            return OTHER
-        seen = _seen_strings.setdefault((op_type, attr), set())
-        if value not in seen:
-            if len(seen) >= _MAX_STRINGS:
-                return OTHER
-            seen.add(value)
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return None
+        return value if math.isfinite(value) else repr(value)
+    return repr(value)
 
 
-def context_items(op_type: str, context: dict[str, Any] | None) -> tuple[tuple[str, str], ...]:
-    """(attribute, bucketed value) pairs of a context, values that can be kept."""
-    if not context:
-        return ()
-    out = []
-    for k, v in context.items():
-        b = bucket(op_type, str(k), v)
-        if b is not None:
-            out.append((str(k), b))
-    return tuple(out)
+class Encoder:
+    """Turns operations into row text and rollup keys; one per store.
 
-
-def error_signature(message: str | None) -> str:
-    """The coarse masked signature of an error message (cached; bounded).
-
-    Coarse: tokens holding digits are variables too (E512, v2, 0day), as in
-    Drain's tree keys, so that the rollups stay small; templates are mined
-    from these signatures when analysing.
+    It remembers which strings each attribute has taken (to bound the
+    rollups), recent contexts and recent error signatures. That memory
+    belongs to one store: two kits in one process never share it.
     """
-    if not message:
-        return ""
-    sig = _signatures.get(message)
-    if sig is None:
-        sig = signature(message[:2000], coarse=True)
-        if len(_signatures) >= 20_000:
-            _signatures.clear()
-        _signatures[message] = sig
-    return sig
+
+    def __init__(self) -> None:
+        self._seen_strings: dict[tuple[str, str], set[str]] = {}
+        self._signatures: dict[str, str] = {}
+        self._contexts: dict[Any, tuple[str | None, bool, tuple[tuple[str, str], ...]]] = {}
+
+    def bucket(self, op_type: str, attr: str, value: Any) -> str | None:
+        """The rollup key (JSON text) of one context value; None to leave it out."""
+        if value is None:
+            return "null"
+        if value is True:
+            return "true"
+        if value is False:
+            return "false"
+        if isinstance(value, int):
+            if -1000 <= value <= 1000:
+                return str(value)
+            return str(int(float(f"{value:.2g}")))
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return None
+            if value.is_integer() and -1000 <= value <= 1000:
+                return str(int(value))
+            return repr(float(f"{value:.2g}"))
+        if isinstance(value, str):
+            if len(value) > _MAX_STRING_LEN:
+                return OTHER
+            seen = self._seen_strings.setdefault((op_type, attr), set())
+            if value not in seen:
+                if len(seen) >= _MAX_STRINGS:
+                    return OTHER
+                seen.add(value)
+            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return None
+
+    def context_items(
+        self, op_type: str, context: dict[str, Any] | None
+    ) -> tuple[tuple[str, str], ...]:
+        """(attribute, bucketed value) pairs of a context, values that can be kept."""
+        if not context:
+            return _NO_ITEMS
+        out = []
+        for k, v in context.items():
+            b = self.bucket(op_type, str(k), v)
+            if b is not None:
+                out.append((str(k), b))
+        return tuple(out)
+
+    def encode_context(
+        self, op_type: str, context: dict[str, Any] | None
+    ) -> tuple[str | None, bool, tuple[tuple[str, str], ...]]:
+        """JSON text for a context, whether anything was coerced, and its rollup items.
+
+        Values that JSON cannot hold (objects, NaN, nested structures) are kept
+        as their ``repr`` so nothing is lost and nothing raises.
+        """
+        if not context:
+            return None, False, _NO_ITEMS
+        cache = self._contexts
+        try:
+            # Contexts repeat ({"complexity": 7}); the types are part of the key
+            # because 1, 1.0 and True are equal and hash alike but encode apart.
+            key: Any = (op_type, tuple(context.items()), tuple(map(type, context.values())))
+            hit = cache.get(key)
+            if hit is not None:
+                return hit
+        except TypeError:  # an unhashable value
+            key = None
+        items = self.context_items(op_type, context)
+        try:
+            out = (_dumps(context), False, items)
+        except (TypeError, ValueError):
+            clean = {str(k): _sanitize(v) for k, v in context.items()}
+            return _dumps(clean), True, items
+        if key is not None:
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            cache[key] = out
+        return out
+
+    def error_signature(self, message: str | None) -> str:
+        """The coarse masked signature of an error message (cached; bounded).
+
+        Coarse: tokens holding digits are variables too (E512, v2, 0day), as in
+        Drain's tree keys, so that the rollups stay small; templates are mined
+        from these signatures when analysing.
+        """
+        if not message:
+            return ""
+        sigs = self._signatures
+        sig = sigs.get(message)
+        if sig is None:
+            sig = signature(message[:2000], coarse=True)
+            if len(sigs) >= _SIGNATURE_LIMIT:
+                sigs.clear()
+            sigs[message] = sig
+        return sig
+
+    def aggregate(self) -> Aggregate:
+        """A fresh :class:`Aggregate` that signs error messages with this encoder."""
+        return Aggregate(self.error_signature)
 
 
 class Aggregate:
@@ -105,9 +167,10 @@ class Aggregate:
     first access, which is far fewer than the operations.
     """
 
-    __slots__ = ("_context", "_error_context", "_errors", "_outcomes", "_raw")
+    __slots__ = ("_context", "_error_context", "_errors", "_outcomes", "_raw", "_sign")
 
-    def __init__(self) -> None:
+    def __init__(self, sign: Callable[[str | None], str]) -> None:
+        self._sign = sign
         self._raw: dict[tuple[Any, ...], list[Any]] = {}
         self._outcomes: dict[tuple[str, int, str], list[float]] | None = None
         self._context: dict[tuple[int, str, str, str, str, int], int] = {}
@@ -164,7 +227,7 @@ class Aggregate:
                 continue
             message = key[6]
             et = key[5] or "Failure"
-            sig = error_signature(message)
+            sig = self._sign(message)
             ek = (hour, op_type, et, sig)
             e = errs.get(ek)
             if e is None:

@@ -1,7 +1,10 @@
-"""The SQLite store: schema, migrations, batched writes with rollups, queries.
+"""The SQLite store: sessions, id blocks, batched writes with rollups, queries.
 
-Everything SQL lives here, behind :class:`Store`, so a server database can
-back many machines later without touching tracking or analytics.
+It implements :class:`~learnkit._storage.protocol.Store`; every SQL
+statement of the embedded backend lives here or in :mod:`.schema`.
+``sqlite3`` errors are translated into :class:`~learnkit.StoreError` (or
+:class:`~learnkit.StoreUnavailableError` when they may clear) before they
+leave this module.
 """
 
 from __future__ import annotations
@@ -14,117 +17,25 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 import attrs
 
-from .._errors import StoreError
+from .._errors import StoreError, StoreUnavailableError
 from .._model import HOUR, Operation
-from .rollup import Aggregate, context_items
+from .protocol import EXPORT_FIELDS, Batch, ExportRow, WindowStats
+from .rollup import Aggregate, Encoder
+from .schema import MIGRATIONS, SCHEMA_VERSION
 
 T = TypeVar("T")
 
-__all__ = ["Prepared", "SQLiteStore", "Store", "WindowStats", "encode_context"]
+__all__ = ["Prepared", "SQLiteStore", "split_window"]
 
 
-# Each entry migrates the schema from version i to i + 1. Never edit a
-# released entry: add one.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE operations (
-        id INTEGER PRIMARY KEY,
-        op_type TEXT NOT NULL,
-        key TEXT,
-        outcome TEXT NOT NULL,
-        started_at REAL NOT NULL,
-        ended_at REAL,
-        duration REAL,
-        error_type TEXT,
-        error_message TEXT,
-        context TEXT,
-        parent_id INTEGER,
-        session_id INTEGER
-    );
-    CREATE INDEX operations_ended ON operations (ended_at);
-    CREATE INDEX operations_unfinished ON operations (started_at) WHERE ended_at IS NULL;
-    CREATE TABLE rollup_hourly (
-        op_type TEXT NOT NULL,
-        hour INTEGER NOT NULL,
-        outcome TEXT NOT NULL,
-        n INTEGER NOT NULL,
-        duration_sum REAL NOT NULL,
-        PRIMARY KEY (hour, op_type, outcome)
-    ) WITHOUT ROWID;
-    CREATE TABLE sessions (
-        id INTEGER PRIMARY KEY,
-        host TEXT NOT NULL,
-        pid INTEGER NOT NULL,
-        pid_start TEXT,
-        started_at REAL NOT NULL,
-        heartbeat_at REAL NOT NULL,
-        ended_at REAL,
-        state TEXT NOT NULL
-    );
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    """,
-    """
-    ALTER TABLE operations ADD COLUMN admission REAL;
-    CREATE TABLE threshold_changes (
-        id INTEGER PRIMARY KEY,
-        at REAL NOT NULL,
-        name TEXT NOT NULL,
-        old_value REAL,
-        new_value REAL NOT NULL,
-        kind TEXT NOT NULL,
-        confidence REAL,
-        reason TEXT,
-        evidence TEXT,
-        samples INTEGER,
-        status TEXT NOT NULL DEFAULT 'applied',
-        verdict TEXT,
-        verdict_at REAL
-    );
-    CREATE INDEX threshold_changes_name ON threshold_changes (name, at);
-    """,
-    """
-    CREATE TABLE context_rollup (
-        hour INTEGER NOT NULL,
-        op_type TEXT NOT NULL,
-        attr TEXT NOT NULL,
-        value TEXT NOT NULL,
-        outcome TEXT NOT NULL,
-        explore INTEGER NOT NULL,
-        n INTEGER NOT NULL,
-        PRIMARY KEY (hour, op_type, attr, value, outcome, explore)
-    ) WITHOUT ROWID;
-    CREATE TABLE error_rollup (
-        hour INTEGER NOT NULL,
-        op_type TEXT NOT NULL,
-        error_type TEXT NOT NULL,
-        signature TEXT NOT NULL,
-        n INTEGER NOT NULL,
-        first_seen REAL NOT NULL,
-        last_seen REAL NOT NULL,
-        example TEXT NOT NULL,
-        PRIMARY KEY (hour, op_type, error_type, signature)
-    ) WITHOUT ROWID;
-    CREATE TABLE error_context_rollup (
-        hour INTEGER NOT NULL,
-        op_type TEXT NOT NULL,
-        error_type TEXT NOT NULL,
-        signature TEXT NOT NULL,
-        attr TEXT NOT NULL,
-        value TEXT NOT NULL,
-        n INTEGER NOT NULL,
-        PRIMARY KEY (hour, op_type, error_type, signature, attr, value)
-    ) WITHOUT ROWID;
-    """,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
 
 _COLUMNS = (
     "id, op_type, key, outcome, started_at, ended_at, duration, error_type,"
@@ -158,55 +69,6 @@ _ERROR_CONTEXT_ROLLUP = (
     " DO UPDATE SET n = n + excluded.n"
 )
 
-_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
-
-
-def _sanitize(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    return repr(value)
-
-
-_context_cache: dict[Any, tuple[str | None, bool, tuple[tuple[str, str], ...]]] = {}
-
-
-_NO_ITEMS: tuple[tuple[str, str], ...] = ()
-
-
-def encode_context(
-    op_type: str, context: dict[str, Any] | None
-) -> tuple[str | None, bool, tuple[tuple[str, str], ...]]:
-    """JSON text for a context, whether anything was coerced, and its rollup items.
-
-    Values that JSON cannot hold (objects, NaN, nested structures) are kept
-    as their ``repr`` so nothing is lost and nothing raises.
-    """
-    if not context:
-        return None, False, _NO_ITEMS
-    try:
-        # Contexts repeat ({"complexity": 7}); the types are part of the key
-        # because 1, 1.0 and True are equal and hash alike but encode apart.
-        key: Any = (op_type, tuple(context.items()), tuple(map(type, context.values())))
-        hit = _context_cache.get(key)
-        if hit is not None:
-            return hit
-    except TypeError:  # an unhashable value
-        key = None
-    items = context_items(op_type, context)
-    try:
-        out = (_dumps(context), False, items)
-    except (TypeError, ValueError):
-        clean = {str(k): _sanitize(v) for k, v in context.items()}
-        return _dumps(clean), True, items
-    if key is not None:
-        if len(_context_cache) >= 8192:
-            _context_cache.clear()
-        _context_cache[key] = out
-    return out
-
-
 def split_window(
     start: float, end: float
 ) -> tuple[int, int, list[tuple[float, float]]]:
@@ -215,6 +77,32 @@ def split_window(
     h0, h1 = math.ceil(start / HOUR), math.floor(end / HOUR)
     edges = [(start, end)] if h0 >= h1 else [(start, h0 * HOUR), (h1 * HOUR, end)]
     return h0, h1, [(a, b) for a, b in edges if a < b]
+
+
+# sqlite3 error codes of faults that clear by themselves: another process's
+# lock, a full disk, an I/O hiccup, a file that cannot be opened yet.
+_TRANSIENT_CODES = frozenset({
+    5,    # SQLITE_BUSY
+    6,    # SQLITE_LOCKED
+    10,   # SQLITE_IOERR
+    13,   # SQLITE_FULL
+    14,   # SQLITE_CANTOPEN
+    15,   # SQLITE_PROTOCOL
+})
+
+
+def translate(exc: sqlite3.Error, where: Path) -> StoreError:
+    """The :class:`StoreError` for a ``sqlite3`` error (unavailable when it may clear)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF
+    transient = primary in _TRANSIENT_CODES or (
+        primary is None and isinstance(exc, sqlite3.OperationalError)
+        and any(w in str(exc) for w in ("locked", "busy", "disk", "unable to open"))
+    )
+    cls = StoreUnavailableError if transient else StoreError
+    err = cls(f"{where}: {exc}")
+    err.__cause__ = exc
+    return err
 
 
 def _process_start(pid: int) -> str | None:
@@ -241,66 +129,6 @@ def _pid_alive(pid: int, start: str | None) -> bool:
     if now == "dead":
         return False
     return start is None or now is None or now == start
-
-
-@attrs.define
-class WindowStats:
-    """Counts for one window, from rollups plus the edge rows (no hour except outcomes)."""
-
-    start: float
-    end: float
-    #: (op_type, hour, outcome) -> operations
-    outcomes: dict[tuple[str, int, str], int] = attrs.Factory(dict)
-    #: (op_type, attribute, value JSON, outcome, explored 0/1) -> operations
-    context: dict[tuple[str, str, str, str, int], int] = attrs.Factory(dict)
-    #: (op_type, error_type, signature) -> [count, first_seen, last_seen, example]
-    errors: dict[tuple[str, str, str], list[Any]] = attrs.Factory(dict)
-    #: (op_type, error_type, signature, attribute, value JSON) -> failures
-    error_context: dict[tuple[str, str, str, str, str], int] = attrs.Factory(dict)
-
-    def merge(self, agg: Aggregate) -> None:
-        """Add an :class:`Aggregate` (edge rows) into these counts."""
-        for (t, h, o), (n, _) in agg.outcomes.items():
-            k = (t, h, o)
-            self.outcomes[k] = self.outcomes.get(k, 0) + int(n)
-        for (_, t, a, v, o, x), n in agg.context.items():
-            ck = (t, a, v, o, x)
-            self.context[ck] = self.context.get(ck, 0) + n
-        for (_, t, et, sig), (n, first, last, ex) in agg.errors.items():
-            ek = (t, et, sig)
-            e = self.errors.get(ek)
-            if e is None:
-                self.errors[ek] = [n, first, last, ex]
-            else:
-                e[0] += n
-                e[1] = min(e[1], first)
-                if last > e[2]:
-                    e[2], e[3] = last, ex
-        for (_, t, et, sig, a, v), n in agg.error_context.items():
-            eck = (t, et, sig, a, v)
-            self.error_context[eck] = self.error_context.get(eck, 0) + n
-
-
-class Store(Protocol):
-    """What learnkit needs from a database; SQLite is the embedded default."""
-
-    session_id: int
-
-    async def write_batch(
-        self, completed: Sequence[Operation], running: Sequence[Operation] = ()
-    ) -> int: ...
-
-    async def heartbeat(self) -> None: ...
-
-    async def outcome_counts(
-        self, start: float, end: float, *, op_type: str | None = None, by_type: bool = False
-    ) -> dict[tuple[str, str], int]: ...
-
-    async def durations(
-        self, start: float, end: float, *, op_type: str | None = None
-    ) -> list[float]: ...
-
-    async def aclose(self) -> None: ...
 
 
 @attrs.define
@@ -339,6 +167,8 @@ class SQLiteStore:
 
     def __init__(self, path: Path, *, busy_timeout: float = 5.0, stale_after: float = 600.0):
         self.path = path
+        self.location = str(path)
+        self.encoder = Encoder()
         self.busy_timeout = busy_timeout
         self.stale_after = stale_after
         self.session_id = 0
@@ -357,7 +187,16 @@ class SQLiteStore:
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
             raise StoreError(f"{self.path}: the store is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._guarded, fn, *args
+        )
+
+    def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` with ``sqlite3`` errors translated (in the write thread)."""
+        try:
+            return fn(*args)
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from exc
 
     def _w(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -403,6 +242,13 @@ class SQLiteStore:
         except sqlite3.DatabaseError as exc:
             await self.aclose()
             raise StoreError(f"{self.path}: {exc}; is it a learnkit database?") from None
+        except StoreError as exc:
+            await self.aclose()
+            if isinstance(exc, StoreUnavailableError) or not isinstance(
+                exc.__cause__, sqlite3.DatabaseError
+            ):
+                raise
+            raise StoreError(f"{exc}; is it a learnkit database?") from None
         except BaseException:
             await self.aclose()
             raise
@@ -568,8 +414,9 @@ class SQLiteStore:
 
         inserts: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
-        agg = Aggregate()
+        agg = self.encoder.aggregate()
         add = agg.add
+        encode_context = self.encoder.encode_context
         sid = self.session_id
         coerced = 0
         for op in completed:
@@ -643,11 +490,16 @@ class SQLiteStore:
                 )
         return p.rows
 
-    def commit(self, p: Prepared) -> asyncio.Future[int]:
+    def commit(self, batch: Batch) -> asyncio.Future[int]:
         """Start committing a prepared batch in the write thread; one transaction."""
+        if not isinstance(batch, Prepared):
+            raise TypeError(f"not a batch this store prepared: {batch!r}")
+        p = batch
         if self._executor is None:
             raise StoreError(f"{self.path}: the store is closed")
-        fut = asyncio.get_running_loop().run_in_executor(self._executor, self._commit_sync, p)
+        fut = asyncio.get_running_loop().run_in_executor(
+            self._executor, self._guarded, self._commit_sync, p
+        )
         self.context_coerced += p.coerced
         p.coerced = 0
         return fut
@@ -663,8 +515,33 @@ class SQLiteStore:
 
     async def fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         """Run a read-only query on the reading connection."""
-        async with self._reader().execute(sql, args) as cur:
-            return list(await cur.fetchall())
+        try:
+            async with self._reader().execute(sql, args) as cur:
+                return list(await cur.fetchall())
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from exc
+
+    async def has_operations(self) -> bool:
+        """True when any operation is stored."""
+        return bool(await self.fetchall("SELECT 1 FROM operations LIMIT 1"))
+
+    async def export_rows(
+        self, *, since: float | None = None, chunk: int = 10_000
+    ) -> AsyncIterator[list[ExportRow]]:
+        """Ended operations (since ``since``) in end-time order, in chunks."""
+        cols = ", ".join(EXPORT_FIELDS)
+        last: tuple[float, int] = (-math.inf if since is None else since, -1)
+        while True:
+            rows = await self.fetchall(
+                f"SELECT {cols}, id FROM operations WHERE ended_at IS NOT NULL"
+                " AND (ended_at > ? OR (ended_at = ? AND id > ?)) AND ended_at >= ?"
+                " ORDER BY ended_at, id LIMIT ?",
+                [last[0], last[0], last[1], -math.inf if since is None else since, chunk],
+            )
+            if not rows:
+                return
+            last = (rows[-1][3], rows[-1][-1])
+            yield [r[:-1] for r in rows]
 
     async def outcome_counts(
         self, start: float, end: float, *, op_type: str | None = None, by_type: bool = False
@@ -761,7 +638,8 @@ class SQLiteStore:
     async def _edges(self, start: float, end: float) -> Aggregate:
         """The partial hours at either edge of a window, aggregated from rows."""
         *_, edges = split_window(start, end)
-        agg = Aggregate()
+        agg = self.encoder.aggregate()
+        context_items = self.encoder.context_items
         for a, b in edges:
             for t, o, ended, dur, ctx, et, msg, adm in await self.fetchall(
                 "SELECT op_type, outcome, ended_at, duration, context, error_type,"
@@ -810,12 +688,14 @@ class SQLiteStore:
     async def changes(self, name: str | None = None) -> list[dict[str, Any]]:
         """Recorded threshold changes, oldest first."""
         where, args = ("WHERE name = ?", [name]) if name else ("", [])
-        cur = await self._reader().execute(
-            f"SELECT * FROM threshold_changes {where} ORDER BY at, id", args
-        )
-        cols = [d[0] for d in cur.description]
-        rows = await cur.fetchall()
-        await cur.close()
+        try:
+            async with self._reader().execute(
+                f"SELECT * FROM threshold_changes {where} ORDER BY at, id", args
+            ) as cur:
+                cols = [d[0] for d in cur.description]
+                rows = await cur.fetchall()
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from exc
         return [dict(zip(cols, r, strict=True)) for r in rows]
 
     async def meta_get(self, key: str) -> str | None:

@@ -13,15 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import threading
 import time
 from collections import deque
 
 import attrs
 
+from .._errors import StoreError
 from .._model import Operation
-from .sqlite import Prepared, SQLiteStore
+from .protocol import Batch, Store
 
 __all__ = ["WriterStats", "Writer"]
 
@@ -57,7 +57,7 @@ class Writer:
 
     def __init__(
         self,
-        store: SQLiteStore,
+        store: Store,
         *,
         batch_size: int,
         flush_interval: float,
@@ -87,7 +87,7 @@ class Writer:
         self._room_threads = threading.Condition()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
-        self._retry: deque[Prepared] = deque()
+        self._retry: deque[Batch] = deque()
         self._closing = False
         self._last_heartbeat = 0.0
         self._last_drop_log = 0.0
@@ -197,12 +197,12 @@ class Writer:
             while self._retry:
                 try:
                     self.written += await store.commit(self._retry[0])
-                except (sqlite3.Error, OSError) as exc:
+                except (StoreError, OSError) as exc:
                     self._failed(exc)
                     return False
                 self._retry.popleft()
                 self._recovered()
-            pending: tuple[Prepared, asyncio.Future[int]] | None = None
+            pending: tuple[Batch, asyncio.Future[int]] | None = None
             ok = True
             rounds = 0
             while True:
@@ -213,7 +213,7 @@ class Writer:
                 batch = [self.queue.popleft() for _ in range(n)]
                 try:
                     await store.reserve_ids(2 * (n + len(running)))
-                except (sqlite3.Error, OSError) as exc:
+                except (StoreError, OSError) as exc:
                     self.queue.extendleft(reversed(batch))
                     for op in running:
                         self.live[op] = None
@@ -237,11 +237,11 @@ class Writer:
             self._signal_room()
             return ok
 
-    async def _settle(self, pending: tuple[Prepared, asyncio.Future[int]]) -> bool:
+    async def _settle(self, pending: tuple[Batch, asyncio.Future[int]]) -> bool:
         prepared, fut = pending
         try:
             self.written += await fut
-        except (sqlite3.Error, OSError) as exc:
+        except (StoreError, OSError) as exc:
             self._retry.append(prepared)
             self._failed(exc)
             return False
@@ -278,7 +278,7 @@ class Writer:
         if not self.failing:
             log.error(
                 "learnkit could not write to %s (%s); %d record(s) kept and retried",
-                self.store.path, self.last_error, self.pending,
+                self.store.location, self.last_error, self.pending,
             )
         self.failing = True
         self._signal_room()
@@ -294,7 +294,7 @@ class Writer:
         if now - self._last_heartbeat > self.heartbeat_every:
             self._last_heartbeat = now
             # A missed beat only delays cross-host recovery.
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(StoreError, OSError):
                 await self.store.heartbeat()
 
     async def flush(self, timeout: float | None = None) -> bool:
@@ -327,7 +327,7 @@ class Writer:
             self._drop(lost)
             log.error(
                 "learnkit closed with %d record(s) unwritten to %s (%s)",
-                lost, self.store.path, self.last_error,
+                lost, self.store.location, self.last_error,
             )
             self.queue.clear()
             self._retry.clear()

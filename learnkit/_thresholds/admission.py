@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import contextvars
 import random
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 if TYPE_CHECKING:
-    from .._kit import Kit
+    from .._config import Config
 
 __all__ = ["Admission", "admit"]
 
@@ -52,9 +53,14 @@ def _refuses(limit: str, value: float, attr_value: Any) -> bool:
     return bool(attr_value > value) if limit == "max" else bool(attr_value < value)
 
 
-def admit(kit: Kit, op_type: str, attrs_: dict[str, Any], rng: random.Random) -> Admission:
-    """See :meth:`learnkit.Kit.admit`."""
-    cfg = kit.config
+def admit(
+    cfg: Config,
+    op_type: str,
+    attrs_: dict[str, Any],
+    rng: random.Random,
+    refuse: Callable[[str], None],
+) -> Admission:
+    """See :meth:`learnkit.Kit.admit`; ``refuse(why)`` records refused work."""
     for name, th in cfg.thresholds.items():
         if th.attribute not in attrs_ or (th.op_type and th.op_type != op_type):
             continue
@@ -67,8 +73,7 @@ def admit(kit: Kit, op_type: str, attrs_: dict[str, Any], rng: random.Random) ->
         if explore > 0 and rng.random() < explore:
             pending.set((op_type, explore))
             return Admission(True, True, explore, name, f"explored ({explore:.0%}); {why}")
-        kit.record(op_type, outcome="skipped", started_at=kit.now(), context=attrs_,
-                   error_type="Refused", error_message=why)
+        refuse(why)
         return Admission(False, False, None, name, why)
     pending.set(None)
     return Admission(True, reason="within every threshold")

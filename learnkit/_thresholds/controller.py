@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -26,7 +27,7 @@ from .rewrite import rewrite_threshold
 
 if TYPE_CHECKING:
     from .._config import Config, ThresholdConfig
-    from .._kit import Kit
+    from .._database import Database
 
 __all__ = ["ThresholdChange", "ThresholdController", "Verdict"]
 
@@ -126,15 +127,23 @@ def _utility(s: int, f: int, k: int, cost: float) -> tuple[float | None, float, 
 class ThresholdController:
     """Applies threshold recommendations to learnkit.toml; ``kit.controller``."""
 
-    def __init__(self, kit: Kit, logger: logging.Logger | None = None) -> None:
-        self._kit = kit
+    def __init__(
+        self,
+        database: Database,
+        logger: logging.Logger | None = None,
+        *,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self._db = database
         self.logger = logger or log
+        #: Called after a threshold changed (the kit drops cached analyses).
+        self._on_change = on_change or (lambda: None)
 
     # -- reading ------------------------------------------------------------------
 
     async def history(self, name: str | None = None) -> list[ThresholdChange]:
         """Every recorded change (of ``name``, or all), oldest first."""
-        return [_change(r) for r in await self._kit._store.changes(name)]
+        return [_change(r) for r in await self._db.store.changes(name)]
 
     def _threshold(self, cfg: Config, name: str) -> ThresholdConfig:
         th = cfg.thresholds.get(name)
@@ -150,8 +159,8 @@ class ThresholdController:
         self, th: ThresholdConfig, start: float, end: float | None = None
     ) -> dict[str, int]:
         """Outcomes of the operations a threshold judges, in ``[start, end or now)``."""
-        end = self._kit.now() if end is None else end
-        raw = await self._kit._store.outcome_counts(start, end, op_type=th.op_type or None)
+        end = self._db.now() if end is None else end
+        raw = await self._db.store.outcome_counts(start, end, op_type=th.op_type or None)
         out: dict[str, int] = {}
         for (_, o), n in raw.items():
             out[o] = out.get(o, 0) + n
@@ -163,7 +172,7 @@ class ThresholdController:
         written = await anyio.to_thread.run_sync(
             rewrite_threshold, cfg.path, name, value, cfg.digest
         )
-        self._kit._live.set(written)
+        self._db.live.set(written)
         return written
 
     async def apply(self, summary: Summary) -> list[ThresholdChange]:
@@ -184,7 +193,6 @@ class ThresholdController:
         Raises:
             ConfigError: learnkit.toml is invalid now; it is left untouched.
         """
-        kit = self._kit
         made: list[ThresholdChange] = []
         for rec in summary["recommendations"]:
             if rec.threshold is None or rec.recommended is None:
@@ -193,15 +201,15 @@ class ThresholdController:
             if change is not None:
                 made.append(change)
         if made:
-            kit.insights._cache = None
+            self._on_change()
         return made
 
     async def _apply_one(self, rec: Any) -> ThresholdChange | None:
-        kit = self._kit
+        db = self._db
         name = rec.threshold
         for _attempt in range(3):
-            kit._live.refresh(force=True)
-            cfg = kit._live.config
+            db.live.refresh(force=True)
+            cfg = db.live.config
             lc = cfg.learning
             th = cfg.thresholds.get(name)
             if th is None:
@@ -238,7 +246,7 @@ class ThresholdController:
                         "learnkit: %s not changed: cooling down (%d of %d outcomes since the "
                         "last change)", name, fresh, lc.min_samples)
                     return None
-                now = kit.now()
+                now = db.now()
                 for h in history:
                     if (h.status == "rolled_back" and h.old_value == th.value
                             and h.new_value == new_v
@@ -253,12 +261,12 @@ class ThresholdController:
                 continue  # someone edited the file: re-read and decide again
             kind = "lower" if new_v < th.value else "raise"
             row = {
-                "at": kit.now(), "name": name, "old_value": th.value, "new_value": new_v,
+                "at": db.now(), "name": name, "old_value": th.value, "new_value": new_v,
                 "kind": kind, "confidence": rec.confidence, "reason": rec.message,
                 "evidence": json.dumps(_evidence(rec), default=str), "samples": samples,
                 "status": "applied",
             }
-            row_id = await kit._store.record_change(row)
+            row_id = await db.store.record_change(row)
             self.logger.info("learnkit: %s %s -> %s (confidence %.2f): %s",
                              name, th.value, new_v, rec.confidence, rec.message)
             return _change({**row, "id": row_id, "verdict": None, "verdict_at": None})
@@ -274,9 +282,9 @@ class ThresholdController:
             ConcurrentEditError: the value was edited since that change; the
                 edit is kept.
         """
-        kit = self._kit
-        kit._live.refresh(force=True)
-        cfg = kit._live.config
+        db = self._db
+        db.live.refresh(force=True)
+        cfg = db.live.config
         th = self._threshold(cfg, name)
         applied = [c for c in await self.history(name)
                    if c.status == "applied" and c.kind in ("lower", "raise")]
@@ -290,14 +298,14 @@ class ThresholdController:
             )
         assert last.old_value is not None
         await self._write(cfg, name, last.old_value)
-        await kit._store.update_change(last.id, status="rolled_back")
+        await db.store.update_change(last.id, status="rolled_back")
         row = {
-            "at": kit.now(), "name": name, "old_value": th.value,
+            "at": db.now(), "name": name, "old_value": th.value,
             "new_value": last.old_value, "kind": "rollback", "confidence": None,
             "reason": reason, "evidence": "[]", "samples": None, "status": "applied",
         }
-        row_id = await kit._store.record_change(row)
-        kit.insights._cache = None
+        row_id = await db.store.record_change(row)
+        self._on_change()
         self.logger.warning("learnkit: %s rolled back %s -> %s: %s",
                             name, th.value, last.old_value, reason)
         return _change({**row, "id": row_id, "verdict": None, "verdict_at": None})
@@ -315,8 +323,8 @@ class ThresholdController:
         0.95 (overall utility also moves with the mix of work, so it needs
         the stronger evidence).
         """
-        kit = self._kit
-        cfg = kit.config
+        db = self._db
+        cfg = db.config
         verdicts = []
         for name, th in cfg.thresholds.items():
             changes = [c for c in await self.history(name)
@@ -328,7 +336,7 @@ class ThresholdController:
                 continue  # edited since: not ours to judge
             v = await self._measure(cfg, th, last)
             if v.verdict != "pending":
-                await kit._store.update_change(last.id, verdict=v.verdict, verdict_at=kit.now())
+                await db.store.update_change(last.id, verdict=v.verdict, verdict_at=db.now())
             if v.verdict == "worse" and auto_rollback:
                 try:
                     await self.rollback(name, reason=f"measured worse: {v.reason}")
@@ -341,11 +349,11 @@ class ThresholdController:
     async def _measure(self, cfg: Config, th: ThresholdConfig, c: ThresholdChange) -> Verdict:
         from scipy import stats
 
-        kit = self._kit
+        db = self._db
         lc = cfg.learning
         cost = lc.failure_cost
         breakeven = cost / (1 + cost)
-        now = kit.now()
+        now = db.now()
         span = min(now - c.at, lc.window_days * DAY)
         before = await self._outcomes(th, c.at - span, c.at)
         after = await self._outcomes(th, c.at, now)
@@ -399,7 +407,7 @@ class ThresholdController:
         """Outcomes since the change in the band between the old and new value."""
         assert c.old_value is not None
         lo, hi = sorted((float(c.old_value), float(c.new_value)))
-        counts = await self._kit._store.context_counts(
+        counts = await self._db.store.context_counts(
             start, end, th.attribute, th.op_type or None
         )
         s = f = 0

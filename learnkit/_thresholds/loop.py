@@ -18,9 +18,11 @@ from .._insights.patterns import Summary
 from .controller import ThresholdChange, Verdict
 
 if TYPE_CHECKING:
-    from .._kit import Kit
+    from .._database import Database
+    from .._insights.generator import InsightsGenerator
+    from .controller import ThresholdController
 
-__all__ = ["LearningReport", "learn_once", "run_learning_loop"]
+__all__ = ["LearningLoop", "LearningReport"]
 
 log = logging.getLogger("learnkit")
 LAST = "last_analysis"
@@ -38,54 +40,64 @@ class LearningReport:
     applied: list[ThresholdChange]
 
 
-async def learn_once(kit: Kit) -> LearningReport:
-    """Analyse the window, judge earlier changes, apply what clears the guard rails."""
-    lc = kit.config.learning
-    summary = await kit.insights.generate_summary(days=lc.window_days)
-    verdicts = await kit.controller.evaluate()
-    applied = await kit.controller.apply(summary) if lc.auto_apply else []
-    for v in verdicts:
-        if v.verdict != "pending":
-            log.info("learnkit: %s %s -> %s: %s (%s)%s", v.change.name, v.change.old_value,
-                     v.change.new_value, v.verdict, v.reason,
-                     "; rolled back" if v.rolled_back else "")
-    if not lc.auto_apply and summary["recommended_thresholds"]:
-        log.info("learnkit: recommended (auto_apply is off): %s",
-                 summary["recommended_thresholds"])
-    log.info("learnkit: analysed %d outcomes, %d patterns, %d recommendations, %d applied",
-             summary["sample_size"], len(summary["failure_patterns"]),
-             len(summary["recommendations"]), len(applied))
-    return LearningReport(summary, verdicts, applied)
+class LearningLoop:
+    """Analyse, judge earlier changes, apply: once, or every ``analysis_interval``."""
 
+    def __init__(
+        self, database: Database, insights: InsightsGenerator, controller: ThresholdController
+    ) -> None:
+        self._db = database
+        self._insights = insights
+        self._controller = controller
 
-async def run_learning_loop(kit: Kit, *, poll: float = 60.0) -> None:
-    """Run forever: one analysis per ``analysis_interval`` across all processes.
+    async def learn_once(self) -> LearningReport:
+        """Analyse the window, judge earlier changes, apply what clears the guard rails."""
+        lc = self._db.config.learning
+        summary = await self._insights.generate_summary(days=lc.window_days)
+        verdicts = await self._controller.evaluate()
+        applied = await self._controller.apply(summary) if lc.auto_apply else []
+        for v in verdicts:
+            if v.verdict != "pending":
+                log.info("learnkit: %s %s -> %s: %s (%s)%s", v.change.name, v.change.old_value,
+                         v.change.new_value, v.verdict, v.reason,
+                         "; rolled back" if v.rolled_back else "")
+        if not lc.auto_apply and summary["recommended_thresholds"]:
+            log.info("learnkit: recommended (auto_apply is off): %s",
+                     summary["recommended_thresholds"])
+        log.info("learnkit: analysed %d outcomes, %d patterns, %d recommendations, %d applied",
+                 summary["sample_size"], len(summary["failure_patterns"]),
+                 len(summary["recommendations"]), len(applied))
+        return LearningReport(summary, verdicts, applied)
 
-    Never raises for learnkit's own faults: they are logged and the loop
-    goes on. Cancel the task to stop it.
-    """
-    store = kit._store
-    while True:
-        try:
-            interval = kit.config.learning.analysis_interval
-            last = await store.meta_get(LAST)
-            now = kit.now()
-            if last is None:
-                # First start: analyse after one interval, when there is data.
-                await store.meta_swap(LAST, None, repr(now))
-                wait = interval
-            else:
-                due = float(last) + interval
-                wait = due - now
-                if wait <= 0 and await store.meta_swap(LAST, last, repr(now)):
-                    await learn_once(kit)
+    async def run(self, *, poll: float = 60.0) -> None:
+        """Run forever: one analysis per ``analysis_interval`` across all processes.
+
+        Never raises for learnkit's own faults: they are logged and the loop
+        goes on. Cancel the task to stop it.
+        """
+        db = self._db
+        store = db.store
+        while True:
+            try:
+                interval = db.config.learning.analysis_interval
+                last = await store.meta_get(LAST)
+                now = db.now()
+                if last is None:
+                    # First start: analyse after one interval, when there is data.
+                    await store.meta_swap(LAST, None, repr(now))
                     wait = interval
-        except asyncio.CancelledError:
-            raise
-        except (LearnkitError, OSError, ValueError, ArithmeticError) as exc:
-            log.error("learnkit: learning loop: %s", exc)
-            wait = poll
-        except Exception:  # the loop must outlive any single bad analysis
-            log.exception("learnkit: learning loop failed; retrying in %.0f s", poll)
-            wait = poll
-        await asyncio.sleep(max(0.01, min(wait, poll)))
+                else:
+                    due = float(last) + interval
+                    wait = due - now
+                    if wait <= 0 and await store.meta_swap(LAST, last, repr(now)):
+                        await self.learn_once()
+                        wait = interval
+            except asyncio.CancelledError:
+                raise
+            except (LearnkitError, OSError, ValueError, ArithmeticError) as exc:
+                log.error("learnkit: learning loop: %s", exc)
+                wait = poll
+            except Exception:  # the loop must outlive any single bad analysis
+                log.exception("learnkit: learning loop failed; retrying in %.0f s", poll)
+                wait = poll
+            await asyncio.sleep(max(0.01, min(wait, poll)))

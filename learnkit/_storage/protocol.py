@@ -1,0 +1,196 @@
+"""What learnkit needs from a database: the :class:`Store` protocol, as its callers use it.
+
+The writer, analytics, insights, the controller, the learning loop and the
+command line talk to storage only through this protocol, so a second
+backend can be written from this file alone. Backends raise
+:class:`~learnkit.StoreError` for faults, and its subclass
+:class:`~learnkit.StoreUnavailableError` for faults that may clear by
+themselves (a lock held by another process, a full disk, a lost
+connection): the writer keeps such batches and retries them. No backend
+exception type (``sqlite3.Error``, a driver's errors) crosses this line.
+
+Times are Unix seconds (UTC). A window ``[start, end)`` holds operations
+that *ended* in it; abandoned operations, which never ended, count at their
+start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol
+
+import attrs
+
+from .._model import Operation
+from .rollup import Aggregate
+
+__all__ = ["EXPORT_FIELDS", "Batch", "ExportRow", "Store", "WindowStats"]
+
+#: One stored operation as export sees it, in :data:`EXPORT_FIELDS` order.
+ExportRow = tuple[Any, ...]
+
+EXPORT_FIELDS = (
+    "op_type", "outcome", "started_at", "ended_at", "key", "error_type", "error_message",
+    "duration", "context",
+)
+
+
+@attrs.define
+class WindowStats:
+    """Counts for one window, from rollups plus the edge rows."""
+
+    start: float
+    end: float
+    #: (op_type, hour, outcome) -> operations
+    outcomes: dict[tuple[str, int, str], int] = attrs.Factory(dict)
+    #: (op_type, attribute, value JSON, outcome, explored 0/1) -> operations
+    context: dict[tuple[str, str, str, str, int], int] = attrs.Factory(dict)
+    #: (op_type, error_type, signature) -> [count, first_seen, last_seen, example]
+    errors: dict[tuple[str, str, str], list[Any]] = attrs.Factory(dict)
+    #: (op_type, error_type, signature, attribute, value JSON) -> failures
+    error_context: dict[tuple[str, str, str, str, str], int] = attrs.Factory(dict)
+
+    def merge(self, agg: Aggregate) -> None:
+        """Add an :class:`Aggregate` (edge rows) into these counts."""
+        for (t, h, o), (n, _) in agg.outcomes.items():
+            k = (t, h, o)
+            self.outcomes[k] = self.outcomes.get(k, 0) + int(n)
+        for (_, t, a, v, o, x), n in agg.context.items():
+            ck = (t, a, v, o, x)
+            self.context[ck] = self.context.get(ck, 0) + n
+        for (_, t, et, sig), (n, first, last, ex) in agg.errors.items():
+            ek = (t, et, sig)
+            e = self.errors.get(ek)
+            if e is None:
+                self.errors[ek] = [n, first, last, ex]
+            else:
+                e[0] += n
+                e[1] = min(e[1], first)
+                if last > e[2]:
+                    e[2], e[3] = last, ex
+        for (_, t, et, sig, a, v), n in agg.error_context.items():
+            eck = (t, et, sig, a, v)
+            self.error_context[eck] = self.error_context.get(eck, 0) + n
+
+
+class Batch(Protocol):
+    """A batch turned into rows by :meth:`Store.prepare`, ready to commit."""
+
+    @property
+    def rows(self) -> int:
+        """Rows this batch inserts or updates."""
+        ...
+
+
+class Store(Protocol):
+    """A learnkit database. SQLite is the embedded default."""
+
+    #: Where the data lives, for messages (a path, or a URL without password).
+    location: str
+    #: This process's session (for recovering operations of dead processes).
+    session_id: int
+    #: Context values stored as their repr because JSON could not hold them.
+    context_coerced: int
+    #: Running operations of dead processes marked abandoned by :meth:`open`.
+    abandoned_on_open: int
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create or migrate the schema, register this process, recover the dead."""
+        ...
+
+    async def aclose(self) -> None:
+        """Mark this session closed and release every connection. Idempotent."""
+        ...
+
+    async def heartbeat(self) -> None:
+        """Tell other processes this session is alive."""
+        ...
+
+    # -- writing (the writer's pipeline) ---------------------------------------
+
+    async def reserve_ids(self, needed: int) -> None:
+        """Make sure at least ``needed`` row ids are reserved for this process."""
+        ...
+
+    def prepare(self, completed: Sequence[Operation], running: Sequence[Operation]) -> Batch:
+        """Turn operations into rows and rollup counts; no I/O, on the loop thread.
+
+        ``completed`` are inserted (or update their ``running`` row);
+        ``running`` become ``running`` rows unless already stored. Ids are
+        assigned here, parents before children. Batches are committed in the
+        order they were prepared.
+        """
+        ...
+
+    def commit(self, batch: Batch) -> asyncio.Future[int]:
+        """Start committing ``batch`` in one transaction now (so the next batch can be
+        prepared meanwhile); the future resolves to the rows touched.
+
+        A batch whose commit failed may be committed again.
+        """
+        ...
+
+    # -- reading ---------------------------------------------------------------
+
+    async def has_operations(self) -> bool:
+        """True when any operation is stored."""
+        ...
+
+    async def op_types(self) -> list[str]:
+        """Every operation type ever recorded."""
+        ...
+
+    async def outcome_counts(
+        self, start: float, end: float, *, op_type: str | None = None, by_type: bool = False
+    ) -> dict[tuple[str, str], int]:
+        """Operations per (op_type, or "" unless ``by_type``; outcome) in ``[start, end)``."""
+        ...
+
+    async def durations(
+        self, start: float, end: float, *, op_type: str | None = None
+    ) -> list[float]:
+        """Sorted durations of operations that ended in ``[start, end)``."""
+        ...
+
+    async def window_stats(self, start: float, end: float, *, context: bool = True) -> WindowStats:
+        """Everything analysis needs about ``[start, end)``; outcomes and errors only
+        without ``context``."""
+        ...
+
+    async def context_counts(
+        self, start: float, end: float, attr: str, op_type: str | None = None
+    ) -> dict[tuple[str, str, int], int]:
+        """(value JSON, outcome, explored) -> operations with ``attr`` in ``[start, end)``."""
+        ...
+
+    def export_rows(
+        self, *, since: float | None = None, chunk: int = 10_000
+    ) -> AsyncIterator[list[ExportRow]]:
+        """Ended operations (ended at or after ``since``) in end-time order,
+        :data:`EXPORT_FIELDS` per row, in chunks."""
+        ...
+
+    # -- thresholds and coordination -------------------------------------------
+
+    async def record_change(self, row: dict[str, Any]) -> int:
+        """Insert a threshold change (columns of ``threshold_changes``); returns its id."""
+        ...
+
+    async def update_change(self, change_id: int, **fields: Any) -> None:
+        """Set fields (status, verdict, verdict_at) of a recorded change."""
+        ...
+
+    async def changes(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Recorded threshold changes, oldest first."""
+        ...
+
+    async def meta_get(self, key: str) -> str | None:
+        """A value of the store's key-value table."""
+        ...
+
+    async def meta_swap(self, key: str, expected: str | None, new: str) -> bool:
+        """Set ``key`` to ``new`` only if it still holds ``expected``; True if it did."""
+        ...

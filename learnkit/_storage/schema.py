@@ -1,0 +1,102 @@
+"""The SQLite schema, as numbered migrations (``PRAGMA user_version`` is the number).
+
+Each entry migrates the schema from version ``i`` to ``i + 1`` and runs in
+one transaction with the version bump. Never edit a released entry: add one.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE operations (
+        id INTEGER PRIMARY KEY,
+        op_type TEXT NOT NULL,
+        key TEXT,
+        outcome TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        ended_at REAL,
+        duration REAL,
+        error_type TEXT,
+        error_message TEXT,
+        context TEXT,
+        parent_id INTEGER,
+        session_id INTEGER
+    );
+    CREATE INDEX operations_ended ON operations (ended_at);
+    CREATE INDEX operations_unfinished ON operations (started_at) WHERE ended_at IS NULL;
+    CREATE TABLE rollup_hourly (
+        op_type TEXT NOT NULL,
+        hour INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        duration_sum REAL NOT NULL,
+        PRIMARY KEY (hour, op_type, outcome)
+    ) WITHOUT ROWID;
+    CREATE TABLE sessions (
+        id INTEGER PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        pid_start TEXT,
+        started_at REAL NOT NULL,
+        heartbeat_at REAL NOT NULL,
+        ended_at REAL,
+        state TEXT NOT NULL
+    );
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+    """
+    ALTER TABLE operations ADD COLUMN admission REAL;
+    CREATE TABLE threshold_changes (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        name TEXT NOT NULL,
+        old_value REAL,
+        new_value REAL NOT NULL,
+        kind TEXT NOT NULL,
+        confidence REAL,
+        reason TEXT,
+        evidence TEXT,
+        samples INTEGER,
+        status TEXT NOT NULL DEFAULT 'applied',
+        verdict TEXT,
+        verdict_at REAL
+    );
+    CREATE INDEX threshold_changes_name ON threshold_changes (name, at);
+    """,
+    """
+    CREATE TABLE context_rollup (
+        hour INTEGER NOT NULL,
+        op_type TEXT NOT NULL,
+        attr TEXT NOT NULL,
+        value TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        explore INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (hour, op_type, attr, value, outcome, explore)
+    ) WITHOUT ROWID;
+    CREATE TABLE error_rollup (
+        hour INTEGER NOT NULL,
+        op_type TEXT NOT NULL,
+        error_type TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        example TEXT NOT NULL,
+        PRIMARY KEY (hour, op_type, error_type, signature)
+    ) WITHOUT ROWID;
+    CREATE TABLE error_context_rollup (
+        hour INTEGER NOT NULL,
+        op_type TEXT NOT NULL,
+        error_type TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        attr TEXT NOT NULL,
+        value TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (hour, op_type, error_type, signature, attr, value)
+    ) WITHOUT ROWID;
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
