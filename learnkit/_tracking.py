@@ -13,7 +13,7 @@ import inspect
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar, overload
 
@@ -116,9 +116,50 @@ def _finish(
     writer.submit(op, will_wait=will_wait)
 
 
+class _Caller:
+    """Calls a ``key=`` or ``context=`` callable with the decorated call's arguments.
+
+    The call is bound to the function's signature with defaults applied, so
+    ``context=lambda number, model: ...`` sees ``model="small"`` when the
+    caller left it out. A callable whose parameters are all named like the
+    function's gets just those, by name (``key=lambda issue: ...`` on
+    ``def f(issue, retries=3)``); any other gets every argument in order.
+    """
+
+    __slots__ = ("_cb", "_names", "_sig")
+
+    def __init__(self, fn: Callable[..., Any], cb: Callable[..., Any]) -> None:
+        self._cb = cb
+        try:
+            self._sig: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):  # builtins without a signature
+            self._sig = None
+        self._names: tuple[str, ...] | None = None
+        if self._sig is None:
+            return
+        try:
+            params = inspect.signature(cb).parameters.values()
+        except (TypeError, ValueError):
+            return
+        fn_names = set(self._sig.parameters)
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        if all(p.kind in named and p.name in fn_names for p in params):
+            self._names = tuple(p.name for p in params)
+
+    def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self._sig is None:
+            return self._cb(*args, **kwargs)
+        bound = self._sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        if self._names is None:
+            return self._cb(*bound.args, **bound.kwargs)
+        arguments = bound.arguments
+        return self._cb(**{n: arguments[n] for n in self._names if n in arguments})
+
+
 def _key_and_context(
-    key: Callable[..., Any] | None,
-    context: Callable[..., Mapping[str, Any]] | None,
+    key: _Caller | None,
+    context: _Caller | None,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     name: str,
@@ -127,12 +168,16 @@ def _key_and_context(
     c: dict[str, Any] | None = None
     try:
         if key is not None:
-            v = key(*args, **kwargs)
+            v = key(args, kwargs)
             k = None if v is None else str(v)
-        if context is not None:
-            c = dict(context(*args, **kwargs))
     except Exception as exc:  # the user's callable is learnkit's fault here
-        log.warning("learnkit: key/context callable of %s raised %r; recorded without it",
+        log.warning("learnkit: key callable of %s raised %r; recorded without a key",
+                    name, exc)
+    try:
+        if context is not None:
+            c = dict(context(args, kwargs))
+    except Exception as exc:
+        log.warning("learnkit: context callable of %s raised %r; recorded without context",
                     name, exc)
     return k, c
 
@@ -140,8 +185,8 @@ def _key_and_context(
 def _wrap(
     fn: Callable[P, Any],
     op_type: str,
-    key: Callable[..., Any] | None,
-    context: Callable[..., Mapping[str, Any]] | None,
+    key_fn: Callable[..., Any] | None,
+    context_fn: Callable[..., Mapping[str, Any]] | None,
 ) -> Callable[P, Any]:
     if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
         kind = "an async generator" if inspect.isasyncgenfunction(fn) else "a generator"
@@ -150,6 +195,8 @@ def _wrap(
             "creation of the generator. Track the consuming code instead, with "
             "`async with learnkit.track(...)` or `with learnkit.track(...)`."
         )
+    key = None if key_fn is None else _Caller(fn, key_fn)
+    context = None if context_fn is None else _Caller(fn, context_fn)
     plain = key is None and context is None
 
     if inspect.iscoroutinefunction(fn):
@@ -224,7 +271,7 @@ def _wrap(
 
 
 @overload
-def tracked(fn: Callable[P, Awaitable[R]], /) -> Callable[P, Awaitable[R]]: ...
+def tracked(fn: Callable[P, Coroutine[Any, Any, R]], /) -> Callable[P, Coroutine[Any, Any, R]]: ...
 
 
 @overload
@@ -260,10 +307,12 @@ def tracked(
 
     Args:
         fn_or_type: the function (bare use) or the operation type.
-        key: called with the function's arguments; its result identifies the
-            work item (``"issue-123"``).
-        context: called with the function's arguments; returns a mapping of
-            context attributes (``{"complexity": 7}``).
+        key: called with the call's arguments (bound to the function's
+            signature, defaults applied; a callable naming only some of the
+            parameters gets just those); its result identifies the work item
+            (``"issue-123"``).
+        context: called the same way; returns a mapping of context
+            attributes (``{"complexity": 7}``).
 
     An exception records ``failure`` with its ``module.QualName`` and message
     and propagates unchanged; cancellation, KeyboardInterrupt and SystemExit

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 from pathlib import Path
@@ -143,7 +144,7 @@ class TestDecoratorAsync:
 
         assert await f() == 5
         assert (await last(kit))["outcome"] == "success"
-        assert "key/context callable" in caplog.text
+        assert "key callable of k raised" in caplog.text
 
     async def test_unprintable_exception_message(self, kit: learnkit.Kit) -> None:
         """An exception whose __str__ raises is still recorded and still propagates."""
@@ -364,3 +365,32 @@ class TestRecord:
             kit.record("x", **kwargs)  # type: ignore[arg-type]
         await kit.flush()
         assert rows(kit.database.path) == []
+
+
+class TestKeyAndContextCallables:
+    """key= and context= see the call bound to the signature, defaults applied."""
+
+    async def test_context_sees_a_default_argument(self, kit: learnkit.Kit) -> None:
+        """context=lambda number, model: ... gets model's default when the caller leaves it out."""
+
+        @tracked("gen", key=lambda number: f"n-{number}",
+                 context=lambda number, model: {"model": model, "number": number})
+        async def generate(number: int, model: str = "small") -> int:
+            return number
+
+        assert await generate(3) == 3
+        row = await last(kit)
+        assert row["key"] == "n-3"
+        assert json.loads(row["context"]) == {"model": "small", "number": 3}
+
+    async def test_keyword_call_and_positional_callable(self, kit: learnkit.Kit) -> None:
+        """A callable that is not named like the function gets every argument in order."""
+
+        @tracked("gen", context=lambda *args, **kw: {"args": list(args), "kw": kw})
+        def generate(number: int, model: str = "small", *, retries: int = 2) -> int:
+            return number
+
+        assert generate(number=4, model="big") == 4
+        await kit.flush()
+        row = await last(kit)
+        assert json.loads(row["context"]) == {"args": [4, "big"], "kw": {"retries": 2}}
