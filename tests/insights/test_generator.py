@@ -11,7 +11,7 @@ import pytest
 
 import learnkit
 
-from .conftest import T0, Clock, write_config
+from ..conftest import T0, Clock, write_config
 
 DAY = 86400.0
 Gen = Callable[[random.Random, float], tuple[bool, dict[str, Any], str | None]]
@@ -243,7 +243,7 @@ class TestHonesty:
 
     async def test_recommendations_respect_confidence_threshold(self, tmp_path: Path) -> None:
         """Every recommendation clears the configured confidence_threshold."""
-        from .conftest import BASE_CONFIG
+        from ..conftest import BASE_CONFIG
 
         strict = BASE_CONFIG.replace("confidence_threshold = 0.7", "confidence_threshold = 0.95")
 

@@ -10,7 +10,7 @@ import pytest
 import learnkit
 from learnkit._storage.schema import MIGRATIONS, SCHEMA_VERSION
 
-from .conftest import write_config
+from ..conftest import write_config
 
 
 def pragma(db: Path, name: str) -> object:

@@ -23,9 +23,9 @@ import learnkit
 from learnkit._insights.patterns import FailurePattern, Recommendation
 from learnkit._thresholds.rewrite import rewrite_threshold
 
-from .conftest import BASE_CONFIG, T0, Clock, rows
+from ..conftest import BASE_CONFIG, T0, Clock, rows
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DAY = 86400.0
 FOREIGN = '\n[orchestrator]\nname = "bot"\nlabels = ["a", "b"]\n\n[orchestrator.limits]\nmax_prs = 3\n'
 

@@ -17,9 +17,9 @@ import pytest
 import learnkit
 from learnkit import track, tracked
 
-from .conftest import rows, write_config
+from ..conftest import rows, write_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def count(db: Path, where: str = "1") -> int:

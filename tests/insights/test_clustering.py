@@ -15,7 +15,7 @@ from learnkit._insights.clustering import grouping_accuracy, mask, signature
 
 LOGHUB = Path(os.environ.get(
     "LEARNKIT_LOGHUB_DIR",
-    Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "loghub-dev",
+    Path(__file__).resolve().parents[3] / "shared" / "data" / "loghub-dev",
 ))
 
 
