@@ -356,9 +356,14 @@ async def cmd_export(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 async def cmd_demo(args: argparse.Namespace, out: IO[str]) -> int:
-    from .demo import simulate, table
+    from .demo import check_folder, simulate, table
 
     workdir = Path(args.dir)
+    if workdir.is_dir():
+        try:
+            check_folder(workdir, force=args.force)
+        except FileExistsError as exc:
+            raise CliError(str(exc)) from None
     try:
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -367,7 +372,7 @@ async def cmd_demo(args: argparse.Namespace, out: IO[str]) -> int:
     print("Issues of complexity 1-12 arrive; harder ones fail more; max_complexity starts at "
           "8 and the learning loop runs once a day.\n", file=out)
     with _progress("simulating 28 days", 28, _isatty(sys.stderr)) as step:
-        rows = await simulate(workdir, seed=args.seed, progress=step)
+        rows = await simulate(workdir, seed=args.seed, progress=step, force=args.force)
     print(table(rows), file=out)
     print("\nSuccess rose because the threshold refused the hardest issues: coverage is the "
           "share of offered issues attempted. Utility (success +1, failure -1, refused 0) "
@@ -404,6 +409,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("dir", nargs="?", default="learnkit-demo",
                    help="directory for its config and database (default: ./learnkit-demo)")
     s.add_argument("--seed", type=int, default=7, help="random seed of the simulation")
+    s.add_argument("--force", action="store_true",
+                   help="replace a learnkit.toml and database the demo did not write")
     s.set_defaults(run=cmd_demo)
 
     s = sub.add_parser("dashboard", parents=[common], help="rates, trend, patterns, thresholds")

@@ -21,9 +21,15 @@ from typing import Any
 import learnkit
 from learnkit import tracked
 
-__all__ = ["CONFIG", "P_SUCCESS", "Issue", "SimClock", "TestFailure", "simulate", "table"]
+__all__ = ["CONFIG", "MARKER", "P_SUCCESS", "Issue", "SimClock", "TestFailure", "check_folder",
+           "simulate", "table"]
 
-CONFIG = """\
+#: The first line of the demo's config: a folder whose learnkit.toml starts
+#: with it belongs to the demo, which may replace it without ``force``.
+MARKER = "# Written by `learnkit demo`: the next demo run in this folder replaces it."
+
+CONFIG = f"""\
+{MARKER}
 [learning]
 enabled = false             # the simulation drives the loop on simulated time
 analysis_interval = 86400
@@ -85,18 +91,55 @@ async def process_issue(issue: Issue, rng: random.Random) -> None:
         raise TestFailure(f"{rng.randint(1, 9)} unit tests failed for issue #{issue.number}")
 
 
+def check_folder(workdir: Path, *, force: bool = False) -> None:
+    """Refuse a folder holding a config or database the demo did not write.
+
+    Raises:
+        FileExistsError: ``workdir`` holds a learnkit.toml that is not the
+            demo's, or a learnkit.db without the demo's config; ``force``
+            skips the check.
+    """
+    if force:
+        return
+    cfg = workdir / "learnkit.toml"
+    ours = False
+    if cfg.exists():
+        try:
+            with cfg.open(encoding="utf-8", errors="replace") as f:
+                ours = f.readline().rstrip("\n") == MARKER
+        except OSError:
+            ours = False
+        if not ours:
+            raise FileExistsError(
+                f"{workdir} already holds {cfg.name}, which the demo did not write; the demo "
+                "would replace it and its database. Run the demo in another folder "
+                "(`learnkit demo DIR`), or pass --force to replace them"
+            )
+    dbs = sorted(p.name for p in workdir.glob("learnkit.db*"))
+    if dbs and not ours:
+        raise FileExistsError(
+            f"{workdir} already holds {dbs[0]}, which the demo did not write; the demo would "
+            "delete it. Run the demo in another folder (`learnkit demo DIR`), or pass --force "
+            "to replace it"
+        )
+
+
 async def simulate(
-    workdir: Path, seed: int = 7, *, start: float | None = None, progress: Any = None
+    workdir: Path, seed: int = 7, *, start: float | None = None, progress: Any = None,
+    force: bool = False,
 ) -> list[dict[str, float | int | None]]:
     """Run 28 simulated days in ``workdir``; return one row per week.
 
-    Writes ``workdir/learnkit.toml`` (replacing it) and a fresh
-    ``learnkit.db``. The four weeks end at ``start + 28 days``; by default
-    they end at the last midnight (UTC), so the dashboard shows them as the
-    last four weeks. ``progress``, if given, is called with the day (1..28).
+    Writes ``workdir/learnkit.toml`` and a fresh ``learnkit.db``, replacing
+    those of an earlier demo run; a config or database the demo did not
+    write is refused (:func:`check_folder`) unless ``force``. The four weeks
+    end at ``start + 28 days``; by default they end at the last midnight
+    (UTC), so the dashboard shows them as the last four weeks. ``progress``,
+    if given, is called with the day (1..28).
     """
     if start is None:
         start = (time.time() // DAY) * DAY - 28 * DAY
+    check_folder(workdir, force=force)
     cfg = workdir / "learnkit.toml"
     cfg.write_text(CONFIG)
     for old in workdir.glob("learnkit.db*"):

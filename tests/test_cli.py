@@ -50,6 +50,35 @@ def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
 
 
 class TestDemo:
+    def test_demo_refuses_a_folder_with_a_users_config_and_database(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A user's learnkit.toml and learnkit.db are left byte for byte; --force replaces them."""
+        cfg = tmp_path / "learnkit.toml"
+        cfg.write_text("# mine\n" + BASE_CONFIG)
+        db = tmp_path / "learnkit.db"
+        db.write_bytes(b"my data")
+        before = cfg.read_bytes()
+        code, _ = run("demo", str(tmp_path))
+        assert code == 1
+        assert "--force" in one_error_line(capsys)
+        assert cfg.read_bytes() == before and db.read_bytes() == b"my data"
+        cfg.unlink()  # a database alone is refused too
+        code, _ = run("demo", str(tmp_path))
+        assert code == 1 and "learnkit.db" in one_error_line(capsys)
+        assert db.read_bytes() == b"my data"
+
+    def test_demo_reruns_in_its_own_folder_and_force_replaces(self, tmp_path: Path) -> None:
+        from learnkit.demo import MARKER, check_folder
+
+        (tmp_path / "learnkit.toml").write_text(MARKER + "\n[learning]\n")
+        (tmp_path / "learnkit.db").write_bytes(b"demo data")
+        check_folder(tmp_path)  # the demo's own files: no refusal
+        (tmp_path / "learnkit.toml").write_text("[learning]\n")
+        with pytest.raises(FileExistsError):
+            check_folder(tmp_path)
+        check_folder(tmp_path, force=True)
+
     def test_demo_creates_config_db_and_shows_table_and_dashboard(self, demo_dir: Path) -> None:
         """The first command a user runs: config, database, weekly table and dashboard."""
         assert (demo_dir / "learnkit.toml").is_file() and (demo_dir / "learnkit.db").is_file()
