@@ -90,7 +90,7 @@ class ThresholdConfig:
     max: Number | None = None
     #: Largest change in one step.
     step: Number = 1
-    #: What the threshold is for (kept in data: tomli-w writes no comments).
+    #: What the threshold is for (shown by ``learnkit thresholds``).
     description: str = ""
     #: The operation type whose outcomes judge it and that it gates ("" = every type).
     op_type: str = ""
@@ -313,7 +313,7 @@ def load_config(path: str | Path) -> Config:
 
 
 def unstructure_owned(cfg: Config) -> dict[str, Any]:
-    """The tables learnkit owns, as plain data ready for tomli-w."""
+    """The tables learnkit owns, as plain data (for writing TOML)."""
     out: dict[str, Any] = _CONVERTER.unstructure(cfg)
     for k in ("path", "digest", "document"):
         out.pop(k, None)

@@ -107,9 +107,9 @@ scalars = st.one_of(
 )
 def test_any_learning_value_loads_or_raises_config_error(key: str, value: object) -> None:
     """Whatever value a key holds, the result is a valid Config or a ConfigError naming it."""
-    import tomli_w
+    import tomlkit
 
-    text = tomli_w.dumps({"learning": {key: value}})
+    text = tomlkit.dumps({"learning": {key: value}})
     try:
         cfg = parse_config(text, Path("learnkit.toml"))
     except learnkit.ConfigError as exc:

@@ -1,5 +1,10 @@
 """Rewriting learnkit.toml safely, and seeing edits to it while running.
 
+The change is made with tomlkit, a style-preserving TOML library: the file
+stays byte for byte as it was (comments, blank lines, key order, quoting,
+line endings) except the one value. The result is checked by parsing it
+again: the whole document must equal the old one but for that value.
+
 A rewrite holds an advisory lock (``learnkit.toml.lock`` beside the file,
 ``fcntl.flock``), re-reads and validates the file, refuses to proceed if it
 changed since the caller read it, writes a temporary file in the same
@@ -17,10 +22,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import tomli_w
+import tomlkit
 
 from .._config import Config, parse_config
-from .._errors import ConcurrentEditError, UnknownThresholdError
+from .._errors import ConcurrentEditError, ConfigError, UnknownThresholdError
 
 __all__ = ["atomic_write", "file_lock", "rewrite_threshold"]
 
@@ -59,7 +64,7 @@ def atomic_write(path: Path, text: str) -> None:
         mode = 0o644
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -82,6 +87,14 @@ def _sweep_temporaries(path: Path) -> None:
     for tmp in path.parent.glob(f".{path.name}.*.tmp"):
         with contextlib.suppress(OSError):
             tmp.unlink()
+
+
+def _set_value(text: str, name: str, value: int | float) -> str:
+    """``text`` with ``thresholds.NAME.value`` set to ``value``, all else kept."""
+    document = tomlkit.parse(text)
+    table: Any = document["thresholds"]
+    table[name]["value"] = value
+    return document.as_string()
 
 
 def rewrite_threshold(
@@ -107,7 +120,7 @@ def rewrite_threshold(
     """
     with file_lock(path):
         _sweep_temporaries(path)
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")  # as is: CRLF stays CRLF
         current = parse_config(text, path)  # an invalid file is reported, never overwritten
         if expected_digest is not None and current.digest != expected_digest:
             raise ConcurrentEditError(
@@ -115,9 +128,13 @@ def rewrite_threshold(
             )
         if name not in current.thresholds:
             raise UnknownThresholdError(f"{path} no longer defines [thresholds.{name}]")
-        document: dict[str, Any] = tomllib.loads(text)
-        document["thresholds"][name]["value"] = value
-        new_text = tomli_w.dumps(document)
+        new_text = _set_value(text, name, value)
+        expected: dict[str, Any] = tomllib.loads(text)
+        expected["thresholds"][name]["value"] = value
+        if tomllib.loads(new_text) != expected:  # pragma: no cover - a tomlkit bug
+            raise ConfigError(path, f"could not set thresholds.{name}.value without "
+                              "changing anything else; edit the file by hand",
+                              key=f"thresholds.{name}.value")
         written = parse_config(new_text, path)
         atomic_write(path, new_text)
         return written

@@ -70,6 +70,31 @@ class TestRewrite:
         assert before["thresholds"]["max_complexity"].pop("value") == 8
         assert after == before
 
+    def test_comments_and_formatting_kept_byte_for_byte(self, tmp_path: Path) -> None:
+        """Only the value's characters change: comments, spacing, order, CRLF all stay."""
+        text = (
+            "# My orchestrator's settings -- do not lose this comment\r\n"
+            "[learning]\r\n"
+            "enabled = false      # aligned comment\r\n"
+            "min_samples   = 10\r\n"
+            "\r\n"
+            "[thresholds.max_complexity]\r\n"
+            "# the gate the controller moves\r\n"
+            "value = 8            # starts at 8\r\n"
+            "attribute = 'complexity'\r\n"
+            "min = 3\r\n"
+            "max = 12\r\n"
+            "\r\n"
+            "[my_tool]   # a table learnkit does not own\r\n"
+            "names = [ 'a',  'b' ] # spacing kept\r\n"
+        )
+        p = tmp_path / "learnkit.toml"
+        p.write_bytes(text.encode())
+        rewrite_threshold(p, "max_complexity", 7, learnkit.load_config(p).digest)
+        assert p.read_bytes() == text.replace("value = 8 ", "value = 7 ").encode()
+        rewrite_threshold(p, "max_complexity", 6.5, None)
+        assert p.read_bytes() == text.replace("value = 8 ", "value = 6.5 ").encode()
+
     def test_stale_digest_is_refused_and_file_kept(self, tmp_path: Path) -> None:
         """A file edited since it was read is not overwritten."""
         p = config(tmp_path)
