@@ -13,6 +13,7 @@ from ._errors import (
     LearnkitError,
     StoreError,
     StoreUnavailableError,
+    UnknownAttributeError,
     UnknownOperationError,
     UnknownThresholdError,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "ThresholdConfig",
     "ThresholdController",
     "Thresholds",
+    "UnknownAttributeError",
     "UnknownOperationError",
     "UnknownThresholdError",
     "Verdict",

@@ -15,7 +15,7 @@ import attrs
 import cattrs
 from cattrs.preconf.tomllib import make_converter
 
-from ._errors import ConfigError, ConfigNotFoundError
+from ._errors import ConfigError, ConfigNotFoundError, did_you_mean
 
 log = logging.getLogger("learnkit")
 
@@ -265,6 +265,14 @@ def parse_config(text: str, path: Path) -> Config:
     def report(key: str, problem: str) -> None:
         raise ConfigError(path, problem, key=key, line=find_line(text, key))
 
+    for k in document:
+        hint = "" if k in _OWNED else did_you_mean(k, _OWNED)
+        if hint:  # a table of another tool is kept; a misspelt one of ours is not
+            header = re.compile(r"^\s*\[+\s*" + re.escape(k) + r"\s*[\].]", re.M)
+            m = header.search(text)
+            raise ConfigError(path, f"unknown table [{k}]{hint}; learnkit's tables: "
+                              f"{', '.join(_OWNED)}", key=k,
+                              line=text.count("\n", 0, m.start()) + 1 if m else None)
     owned = {k: v for k, v in document.items() if k in _OWNED}
     for k in _OWNED:
         if k in owned and not isinstance(owned[k], dict):

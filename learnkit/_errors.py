@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 __all__ = [
     "ConcurrentEditError",
     "ConfigError",
@@ -9,6 +12,7 @@ __all__ = [
     "LearnkitError",
     "StoreError",
     "StoreUnavailableError",
+    "UnknownAttributeError",
     "UnknownOperationError",
     "UnknownThresholdError",
 ]
@@ -75,9 +79,19 @@ class UnknownOperationError(LearnkitError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class UnknownAttributeError(LearnkitError, ValueError):
+    """An attribute given to ``kit.admit`` that looks like a misspelt gated attribute."""
+
+
 class UnknownThresholdError(LearnkitError, KeyError):
     """A threshold name that learnkit.toml does not define."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
 
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or ``""``."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -16,6 +16,7 @@ from typing import Any
 from ._analytics import AnalyticsCollector
 from ._config import Config, LiveConfig, ThresholdConfig, load_config
 from ._database import Database
+from ._errors import UnknownThresholdError, did_you_mean
 from ._insights.generator import InsightsGenerator
 from ._model import RECORDABLE_OUTCOMES, Operation
 from ._storage.sqlite import SQLiteStore
@@ -43,7 +44,7 @@ class Thresholds(Mapping[str, int | float]):
         self._live = live
 
     def __getitem__(self, name: str) -> int | float:
-        return self._live.config.thresholds[name].value
+        return self.settings(name).value
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._live.config.thresholds)
@@ -52,8 +53,21 @@ class Thresholds(Mapping[str, int | float]):
         return len(self._live.config.thresholds)
 
     def settings(self, name: str) -> ThresholdConfig:
-        """The whole ``[thresholds.NAME]`` table in force."""
-        return self._live.config.thresholds[name]
+        """The whole ``[thresholds.NAME]`` table in force.
+
+        Raises:
+            UnknownThresholdError: (a ``KeyError``) learnkit.toml defines no
+                such threshold; the message suggests the closest name.
+        """
+        cfg = self._live.config
+        try:
+            return cfg.thresholds[name]
+        except KeyError:
+            known = ", ".join(cfg.thresholds) or "none"
+            raise UnknownThresholdError(
+                f"no threshold {name!r} in {cfg.path}{did_you_mean(name, cfg.thresholds)}; "
+                f"defined: {known}"
+            ) from None
 
     def __repr__(self) -> str:
         return f"Thresholds({dict(self)!r})"
@@ -192,7 +206,13 @@ class Kit:
             if kit.admit("process_issue", complexity=issue.complexity):
                 await process_issue(issue)
 
-        Never raises; attributes that are not numbers are not gated.
+        Attributes that are not numbers are not gated. Faults never raise;
+        a misspelt attribute does.
+
+        Raises:
+            UnknownAttributeError: an attribute gates nothing while a gated
+                attribute is missing and spelt almost the same
+                (``complexty=`` for ``complexity``).
         """
         def refuse(why: str) -> None:
             self.record(op_type, outcome="skipped", started_at=self._clock(), context=attrs,

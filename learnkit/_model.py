@@ -90,8 +90,9 @@ class Operation:
     def fail(self, error_type: str, message: str | None = None) -> None:
         """Mark the operation failed without raising.
 
-        The failure is recorded when the block or function ends normally; an
-        exception escaping later takes precedence.
+        The failure is recorded when the block or function ends, even if an
+        exception escapes afterwards: the explicit error type and message are
+        kept (the exception still propagates).
         """
         self.outcome = "failure"
         self.error_type = str(error_type)

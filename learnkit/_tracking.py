@@ -100,12 +100,13 @@ def _finish(
         if op.outcome == "running":
             op.outcome = "success"
     elif isinstance(exc, Exception):
-        op.outcome = "failure"
-        op.error_type = error_type_name(type(exc))
-        try:
-            op.error_message = str(exc)
-        except Exception:  # a broken __str__ must not hide the user's exception
-            op.error_message = f"<unprintable {op.error_type}>"
+        if op.outcome != "failure":  # an explicit op.fail() before the raise is kept
+            op.outcome = "failure"
+            op.error_type = error_type_name(type(exc))
+            try:
+                op.error_message = str(exc)
+            except Exception:  # a broken __str__ must not hide the user's exception
+                op.error_message = f"<unprintable {op.error_type}>"
     else:
         # CancelledError, anyio/trio cancellation, KeyboardInterrupt,
         # SystemExit, GeneratorExit: none of them is the operation failing.

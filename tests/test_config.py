@@ -71,6 +71,16 @@ class TestErrors:
         err = info.value
         assert err.__cause__ is None and (err.__context__ is None or err.__suppress_context__)
 
+    def test_misspelt_table_is_refused_with_a_suggestion(self, tmp_path: Path) -> None:
+        """[learnig] is not silently ignored; another tool's [my_tool] still is kept."""
+        p = tmp_path / "learnkit.toml"
+        p.write_text(BASE_CONFIG.replace("[learning]", "[learnig]") + "\n[my_tool]\nx = 1\n")
+        with pytest.raises(learnkit.ConfigError) as info:
+            learnkit.load_config(p)
+        assert str(info.value) == (f"{p.resolve()}:1: learnig: unknown table [learnig] "
+                                   "(did you mean 'learning'?); learnkit's tables: learning, "
+                                   "storage, thresholds")
+
     def test_toml_syntax_error_has_line(self, tmp_path: Path) -> None:
         """A TOML syntax error gives the line."""
         p = tmp_path / "learnkit.toml"

@@ -245,6 +245,16 @@ class TestTrackBlock:
         assert (row["outcome"], row["error_type"], row["error_message"]) == (
             "failure", "TestFailure", "Unit tests failed")
 
+    async def test_explicit_fail_survives_a_following_raise(self, kit: learnkit.Kit) -> None:
+        """op.fail(...) then raise: the explicit type and message are recorded; the error propagates."""
+        with pytest.raises(RuntimeError, match="abort"):
+            async with track("run_tests") as op:
+                op.fail("TestFailure", "Unit tests failed")
+                raise RuntimeError("abort")
+        row = await last(kit)
+        assert (row["outcome"], row["error_type"], row["error_message"]) == (
+            "failure", "TestFailure", "Unit tests failed")
+
     async def test_exception_in_block(self, kit: learnkit.Kit) -> None:
         """An exception escaping the block propagates and is recorded."""
         with pytest.raises(RuntimeError, match="boom"):

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from .._errors import UnknownAttributeError, did_you_mean
+
 if TYPE_CHECKING:
     from .._config import Config
 
@@ -60,7 +62,23 @@ def admit(
     rng: random.Random,
     refuse: Callable[[str], None],
 ) -> Admission:
-    """See :meth:`learnkit.Kit.admit`; ``refuse(why)`` records refused work."""
+    """See :meth:`learnkit.Kit.admit`; ``refuse(why)`` records refused work.
+
+    Raises:
+        UnknownAttributeError: an attribute gates nothing while a gated
+            attribute of this op_type is missing and spelt almost the same.
+    """
+    gated = {th.attribute for th in cfg.thresholds.values()
+             if not th.op_type or th.op_type == op_type}
+    missing = gated - attrs_.keys()
+    if missing:
+        for given in attrs_.keys() - gated:
+            hint = did_you_mean(given, missing)
+            if hint:
+                raise UnknownAttributeError(
+                    f"kit.admit({op_type!r}, {given}=...): no threshold gates {given!r}{hint}; "
+                    f"gated attributes: {', '.join(sorted(gated))}"
+                )
     for name, th in cfg.thresholds.items():
         if th.attribute not in attrs_ or (th.op_type and th.op_type != op_type):
             continue

@@ -326,6 +326,19 @@ class TestAdmission:
             counts = await kit.analytics.get_outcome_counts(days=1)
             assert counts["skipped"] == 1 and counts["success"] == 0
 
+    async def test_misspelt_attribute_and_threshold_name_are_errors(self, tmp_path: Path) -> None:
+        """admit(complexty=12) does not admit silently; thresholds["max_complexty"] names the fix."""
+        async with learnkit.open(config(tmp_path), clock=Clock()) as kit:
+            with pytest.raises(learnkit.UnknownAttributeError,
+                               match=r"complexty=.*did you mean 'complexity'\?"):
+                kit.admit("x", complexty=12)
+            assert kit.admit("x", complexity=3, lang="go")  # other context is fine
+            with pytest.raises(learnkit.UnknownThresholdError,
+                               match=r"did you mean 'max_complexity'\?") as info:
+                kit.thresholds["max_complexty"]
+            assert isinstance(info.value, KeyError)
+            assert kit.thresholds.get("max_complexty") is None  # Mapping.get still works
+
     async def test_exploration_fraction(self, tmp_path: Path) -> None:
         """About `explore` of refused work is admitted, marked with that probability."""
         p = config(tmp_path, BASE_CONFIG.replace("confidence_threshold = 0.7",
