@@ -302,56 +302,145 @@ async def cmd_thresholds(args: argparse.Namespace, out: IO[str]) -> int:
     return 0
 
 
+class _Reporter:
+    """Progress of a long transfer: a bar on a terminal, else a line every few seconds."""
+
+    def __init__(self, label: str, total: int | None, unit: str, err: IO[str]) -> None:
+        import time
+
+        self._time = time.monotonic
+        self._label, self._total, self._unit, self._err = label, total, unit, err
+        self._tty = _isatty(err)
+        self._next = self._time() + 5.0
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Reporter:
+        if self._tty:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            columns: list[Any] = [TextColumn("{task.description}"), BarColumn()]
+            if self._unit == "bytes":
+                columns += [DownloadColumn(), TimeRemainingColumn()]
+            else:
+                columns += [TextColumn("{task.completed:,.0f} rows")]
+            self._progress = Progress(*columns, console=Console(file=self._err),
+                                      transient=True)
+            self._progress.__enter__()
+            self._task = self._progress.add_task(self._label, total=self._total)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(None, None, None)
+
+    def __call__(self, done: int, note: str = "") -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done)
+            return
+        now = self._time()
+        if now >= self._next:
+            self._next = now + 5.0
+            of = f" of {self._total:,}" if self._total else ""
+            print(f"learnkit: {self._label}: {done:,}{of} {self._unit}{note}", file=self._err,
+                  flush=True)
+
+
 async def cmd_import(args: argparse.Namespace, out: IO[str]) -> int:
-    from ._transfer import parse_file
+    from ._transfer import InvalidRecords, Problems, Source, read_records
 
     path = Path(args.file)
     if not path.is_file():
-        raise CliError(f"no such file {path}; pass a JSON Lines or CSV file of outcomes")
-    good, bad = parse_file(path, args.format)
-    if bad and not args.skip_invalid:
-        err = sys.stderr
-        for p in bad[:20]:
+        raise CliError(f"no such file {path}; pass a JSON Lines, CSV or Parquet file of "
+                       "outcomes")
+    source = Source(path, args.format)
+    cfg = learnkit.load_config(args.config)
+    db = cfg.database_path
+    created = not db.exists()
+    problems = Problems()
+    err = sys.stderr
+
+    def report_problems() -> None:
+        for p in problems.first:
             print(f"learnkit: {path}:{p.line}: {p.message}", file=err)
-        if len(bad) > 20:
-            print(f"learnkit: ... and {len(bad) - 20} more", file=err)
-        raise CliError(f"{len(bad)} invalid line(s) in {path}; nothing was imported. Fix them, "
-                       "or pass --skip-invalid to import the rest")
-    if not good:
+        if problems.count > len(problems.first):
+            print(f"learnkit: ... and {problems.count - len(problems.first):,} more", file=err)
+
+    result = None
+    try:
+        async with _kit(args, need_data=False) as kit:
+            store = kit.database.store
+            records = read_records(source, problems, skip_invalid=args.skip_invalid)
+            with _Reporter(f"importing {path.name}", source.size, "bytes", err) as step:
+                result = await store.import_operations(
+                    records, progress=lambda _n: step(source.position))
+    except InvalidRecords:
+        report_problems()
+        raise CliError(f"{problems.count:,} invalid line(s) in {path}; nothing was imported. "
+                       "Fix them, or pass --skip-invalid to import the rest") from None
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print(f"learnkit: import of {path} interrupted: nothing was imported (an import is "
+              "one transaction); run it again", file=err)
+        raise
+    finally:
+        if result is None and created:  # leave no database behind that we made
+            for f in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+                with contextlib.suppress(OSError):
+                    f.unlink()
+    assert result is not None
+    if not result.added and not result.duplicates:
+        if problems.count:
+            report_problems()
         raise CliError(f"{path} holds no records to import")
-    learnkit.load_config(args.config)
-    async with _kit(args, need_data=False) as kit:
-        with _progress(f"importing {path.name}", len(good), _isatty(sys.stderr)) as step:
-            for i, (_, record) in enumerate(good, 1):
-                kit.record(**record)
-                if i % 5000 == 0:
-                    step(i)
-                    await kit.flush()
-            step(len(good))
-            if not await kit.flush(timeout=60):
-                raise CliError(f"could not write to {kit.database.path}: "
-                               f"{kit.stats.last_error}")
-    print(f"imported {len(good):,} operation(s) from {path}", file=out)
-    for p in bad:
+    print(f"imported {result.added:,} operation(s) from {path}" + (
+        f"; {result.duplicates:,} already in the database (imported before), not added again"
+        if result.duplicates else ""), file=out)
+    for p in problems.first:
         print(f"skipped line {p.line}: {p.message}", file=out)
+    if problems.count > len(problems.first):
+        print(f"... and {problems.count - len(problems.first):,} more skipped", file=out)
     return 0
 
 
 async def cmd_export(args: argparse.Namespace, out: IO[str]) -> int:
-    import io
+    from ._transfer import format_of, write_rows
 
-    from ._transfer import export_rows
-
+    fmt = args.format or (format_of(args.output, None) if args.output else "jsonl")
+    if fmt == "parquet" and args.output is None:
+        raise CliError("Parquet is binary: pass --output FILE.parquet", 2)
     async with _kit(args) as kit:
+        store = kit.database.store
         since = kit.now() - args.days * DAY if args.days else None
-        rows = [row async for chunk in kit.database.store.export_rows(since=since)
-                for row in chunk]
-    fmt = args.format or ("csv" if args.output and args.output.suffix == ".csv" else "jsonl")
-    buf = io.StringIO()
-    n = export_rows(rows, fmt, buf)
-    _write_output(args.output, buf.getvalue(), out)
+        attributes = await store.context_attributes(since=since) if fmt == "csv" else None
+        rows = store.export_rows(since=since)
+        label = f"exporting to {args.output.name}" if args.output else "exporting"
+        with _Reporter(label, None, "rows", sys.stderr) as step:
+            if args.output is None:
+                n = await write_rows(rows, fmt, out, attributes=attributes, progress=step)
+            elif fmt == "parquet":
+                n = await write_rows(rows, fmt, args.output, progress=step)
+            else:
+                tmp = args.output.with_name(f".{args.output.name}.tmp")
+                try:
+                    with tmp.open("w", encoding="utf-8", newline="") as f:
+                        n = await write_rows(rows, fmt, f, attributes=attributes,
+                                             progress=step)
+                    tmp.replace(args.output)
+                except OSError as exc:
+                    raise CliError(f"cannot write {args.output}: {exc.strerror}; choose a "
+                                   "writable path with --output") from None
+                finally:
+                    with contextlib.suppress(OSError):
+                        tmp.unlink()
     if args.output:
-        print(f"exported {n:,} operation(s)", file=out)
+        print(f"exported {n:,} operation(s) to {args.output}", file=out)
     return 0
 
 
@@ -441,16 +530,17 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(run=cmd_thresholds)
 
     s = sub.add_parser("import", parents=[common], help="import past outcomes")
-    s.add_argument("file", help="JSON Lines or CSV (see docs/cli.md)")
-    s.add_argument("--format", choices=("jsonl", "csv"),
-                   help="default: from the suffix (.csv is CSV, else JSON Lines)")
+    s.add_argument("file", help="JSON Lines, CSV or Parquet (see docs/cli.md)")
+    s.add_argument("--format", choices=("jsonl", "csv", "parquet"),
+                   help="default: from the suffix (.csv, .parquet; else JSON Lines)")
     s.add_argument("--skip-invalid", action="store_true",
                    help="import the valid lines and list the skipped ones")
     s.set_defaults(run=cmd_import)
 
     s = sub.add_parser("export", parents=[common], help="export outcomes")
     s.add_argument("--days", type=_days, help="only the last N days (default: everything)")
-    s.add_argument("--format", choices=("jsonl", "csv"))
+    s.add_argument("--format", choices=("jsonl", "csv", "parquet"),
+                   help="default: from --output's suffix, else JSON Lines")
     s.add_argument("--output", type=Path, metavar="FILE", help="write here (default: stdout)")
     s.set_defaults(run=cmd_export)
     return p

@@ -1,31 +1,55 @@
-"""Import and export of outcomes as JSON Lines or CSV.
+"""Import and export of outcomes: JSON Lines, CSV, and Parquet (with pyarrow).
 
-One record per operation, with the fields of :meth:`learnkit.Kit.record`:
-``op_type``, ``outcome``, ``started_at``, ``ended_at``, ``key``,
-``error_type``, ``error_message``, ``duration`` and ``context``. Times are
-Unix seconds or ISO 8601 (a time without a zone is UTC). In CSV, context
-attributes are columns named ``context.NAME``; in JSON Lines, ``context`` is
-an object.
+One record per operation, every stored field but the writing process's
+session: ``id``, ``parent_id``, ``op_type``, ``outcome``, ``started_at``,
+``ended_at``, ``duration``, ``key``, ``error_type``, ``error_message``,
+``explore_probability`` (the exploration mark) and ``context``. Export
+writes times as Unix seconds, exactly; import also reads ISO 8601 (a time
+without a zone is UTC). In CSV, context attributes are columns named
+``context.NAME`` whose cells are JSON when they parse as JSON, else text (a
+text that would parse is written JSON-quoted, so nothing changes type); in
+JSON Lines, ``context`` is an object.
+
+Both directions stream: a file is read line by line and the store
+chunk by chunk, so memory does not grow with the size of either.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
+import io
 import json
+import marshal
 import math
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, BinaryIO
 
 import attrs
 
+from ._errors import LearnkitError
 from ._model import RECORDABLE_OUTCOMES
+from ._storage.protocol import EXPORT_FIELDS, ExportRow, ImportRecord
 
-__all__ = ["FIELDS", "Problem", "export_rows", "parse_file"]
+__all__ = [
+    "FIELDS", "FORMATS", "InvalidRecords", "Problem", "Problems", "Source", "read_records",
+    "validate", "write_rows",
+]
 
-FIELDS = ("op_type", "outcome", "started_at", "ended_at", "key", "error_type",
-          "error_message", "duration")
+#: Fields of a record, in export order (``context`` last; in CSV it is
+#: spread over ``context.NAME`` columns).
+FIELDS = ("id", "parent_id", "op_type", "outcome", "started_at", "ended_at", "duration", "key",
+          "error_type", "error_message", "explore_probability", "context")
+#: The outcomes an import accepts: what ``kit.record`` accepts, and
+#: ``abandoned`` (no ``ended_at``), which export writes for operations of
+#: processes that died while running them.
+IMPORTABLE_OUTCOMES = (*RECORDABLE_OUTCOMES, "abandoned")
+FORMATS = ("jsonl", "csv", "parquet")
+_SCALARS = ("id", "parent_id", "op_type", "outcome", "started_at", "ended_at", "duration", "key",
+            "error_type", "error_message", "explore_probability")
+_KNOWN = frozenset(FIELDS)
 
 
 @attrs.frozen
@@ -36,6 +60,35 @@ class Problem:
     line: int
     #: What is wrong and how to fix it.
     message: str
+
+
+@attrs.define
+class Problems:
+    """The invalid lines of a file: every one counted, the first ``keep`` kept."""
+
+    keep: int = 20
+    count: int = 0
+    first: list[Problem] = attrs.Factory(list)
+
+    def add(self, line: int, message: str) -> None:
+        self.count += 1
+        if len(self.first) < self.keep:
+            self.first.append(Problem(line, message))
+
+
+class InvalidRecords(LearnkitError, ValueError):
+    """Raised at the end of reading when lines were invalid: nothing is imported."""
+
+
+def format_of(path: Path, fmt: str | None) -> str:
+    """``fmt``, or the one ``path``'s suffix names (``.csv``, ``.parquet``; else JSON Lines)."""
+    if fmt:
+        return fmt
+    suffix = path.suffix.lower()
+    return {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(suffix, "jsonl")
+
+
+# -- reading ------------------------------------------------------------------------
 
 
 def _time(name: str, value: Any) -> float:
@@ -65,165 +118,362 @@ def _time(name: str, value: Any) -> float:
     return t
 
 
-def _scalar(text: str) -> Any:
-    """A CSV cell as the JSON scalar it spells, else the text itself."""
-    if text == "":
+def _int(name: str, value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    try:
+        i = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
+    if i < 1 or (isinstance(value, float) and i != value):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return i
+
+
+def _number(name: str, value: Any, *, upper: float = math.inf) -> float | None:
+    if value is None or value == "":
         return None
     try:
-        v = json.loads(text)
-    except ValueError:
-        return text
-    return v if isinstance(v, (int, float, bool, str)) or v is None else text
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not (math.isfinite(v) and 0 <= v <= upper):
+        raise ValueError(f"{name} must be a finite number in [0, {upper:g}], got {value!r}")
+    return v
 
 
-def validate(obj: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments for :meth:`learnkit.Kit.record` from one record.
+def _text(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+_OUTCOMES = frozenset(IMPORTABLE_OUTCOMES)
+_blake2b = hashlib.blake2b
+_marshal = marshal.dumps
+
+
+def validate(obj: dict[str, Any]) -> ImportRecord:
+    """The :class:`ImportRecord` of one record.
 
     Raises:
         ValueError: naming the field at fault and what would be valid.
     """
-    unknown = sorted(set(obj) - set(FIELDS) - {"context"})
-    if unknown:
-        raise ValueError(f"unknown field {unknown[0]!r}; fields are "
-                         f"{', '.join(FIELDS)}, context")
-    op_type = obj.get("op_type")
-    if not isinstance(op_type, str) or not op_type:
+    if not obj.keys() <= _KNOWN:
+        unknown = sorted(obj.keys() - _KNOWN)
+        raise ValueError(f"unknown field {unknown[0]!r}; fields are {', '.join(FIELDS)}")
+    get = obj.get
+    op_type = get("op_type")
+    if type(op_type) is not str or not op_type:
         raise ValueError("op_type is required (a non-empty string)")
-    outcome = obj.get("outcome")
-    if outcome not in RECORDABLE_OUTCOMES:
-        raise ValueError(f"outcome {outcome!r} is not one of {', '.join(RECORDABLE_OUTCOMES)}")
-    started = _time("started_at", obj.get("started_at"))
-    ended = started if obj.get("ended_at") in (None, "") else _time("ended_at", obj["ended_at"])
-    if ended < started:
-        raise ValueError(f"ended_at ({obj['ended_at']}) is before started_at "
-                         f"({obj['started_at']})")
-    out: dict[str, Any] = {"op_type": op_type, "outcome": outcome, "started_at": started,
-                           "ended_at": ended}
-    for name in ("key", "error_type", "error_message"):
-        v = obj.get(name)
-        if v not in (None, ""):
-            out[name] = str(v)
-    d = obj.get("duration")
-    if d not in (None, ""):
-        try:
-            dur = float(d)
-        except (TypeError, ValueError):
-            raise ValueError(f"duration must be seconds, got {d!r}") from None
-        if not math.isfinite(dur) or dur < 0:
-            raise ValueError(f"duration must be a finite, non-negative number, got {d!r}")
-        out["duration"] = dur
-    ctx = obj.get("context")
-    if ctx not in (None, ""):
-        if not isinstance(ctx, dict):
-            raise ValueError("context must be an object of attribute: value")
-        out["context"] = ctx
-    return out
+    outcome = get("outcome")
+    if outcome not in _OUTCOMES:
+        raise ValueError(f"outcome {outcome!r} is not one of {', '.join(IMPORTABLE_OUTCOMES)}")
+    raw: Any = get("started_at")
+    started = float(raw) if type(raw) in (int, float) and math.isfinite(raw) else _time(
+        "started_at", raw)
+    raw_end = get("ended_at")
+    ended: float | None
+    if outcome == "abandoned":
+        if raw_end not in (None, ""):
+            raise ValueError("an abandoned operation has no ended_at (it never ended)")
+        ended = None
+    else:
+        if raw_end is None or raw_end == "":
+            ended = started
+        elif type(raw_end) in (int, float) and math.isfinite(raw_end):
+            ended = float(raw_end)
+        else:
+            ended = _time("ended_at", raw_end)
+        if ended < started:
+            raise ValueError(f"ended_at ({raw_end}) is before started_at ({raw})")
+    raw = get("duration")
+    if raw is None or raw == "":
+        duration = None if ended is None else ended - started
+    elif type(raw) is float and 0 <= raw < math.inf:
+        duration = raw
+    else:
+        duration = _number("duration", raw)
+    error_type = get("error_type")
+    if error_type is not None and type(error_type) is not str:
+        error_type = _text(error_type)
+    if not error_type:
+        error_type = "Failure" if outcome == "failure" else None  # as kit.record does
+    raw = get("id")
+    id_ = raw if type(raw) is int and raw > 0 else _int("id", raw)
+    raw = get("parent_id")
+    parent = raw if type(raw) is int and raw > 0 else _int("parent_id", raw)
+    raw = get("explore_probability")
+    explored = None if raw is None else _number("explore_probability", raw, upper=1.0)
+    key = get("key")
+    if (key is not None and type(key) is not str) or key == "":
+        key = _text(key)
+    message = get("error_message")
+    if (message is not None and type(message) is not str) or message == "":
+        message = _text(message)
+    ctx = get("context")
+    if not ctx:
+        ctx = None
+    elif type(ctx) is not dict:
+        raise ValueError("context must be an object of attribute: value")
+    rec = (id_, parent, op_type, outcome, started, ended, duration, key, error_type, message,
+           explored)
+    try:
+        # marshal version 2 writes values, never object identity (no back-references),
+        # so equal records give equal bytes; floats are written exactly.
+        canonical = _marshal(rec if ctx is None else (rec, sorted(ctx.items())), 2)
+    except ValueError:  # a value marshal cannot write
+        canonical = repr((rec, sorted(ctx.items()) if ctx else None)).encode()
+    return ImportRecord(*rec, ctx, _blake2b(canonical, digest_size=16).digest())
 
 
-def _jsonl(f: TextIO) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+class _Counting(io.RawIOBase):
+    """A binary file that counts the bytes read through it (for progress)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+        self.position += n or 0
+        return n or 0
+
+
+class Source:
+    """A file being imported: its format, size and how far reading has got."""
+
+    def __init__(self, path: Path, fmt: str | None = None) -> None:
+        self.path = path
+        self.format = format_of(path, fmt)
+        self.size = path.stat().st_size
+        self._counting: _Counting | None = None
+
+    @property
+    def position(self) -> int:
+        """Bytes read so far."""
+        return 0 if self._counting is None else self._counting.position
+
+    def _text(self, raw: BinaryIO) -> IO[str]:
+        self._counting = _Counting(raw)
+        return io.TextIOWrapper(io.BufferedReader(self._counting, 1 << 16),
+                                encoding="utf-8", newline="")
+
+
+def _jsonl(f: IO[str], problems: Problems) -> Iterator[tuple[int, dict[str, Any]]]:
     for number, line in enumerate(f, 1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield number, None, f"not valid JSON ({exc.msg} at column {exc.colno})"
+            problems.add(number, f"not valid JSON ({exc.msg} at column {exc.colno})")
             continue
         if not isinstance(obj, dict):
-            yield number, None, "each line must be a JSON object"
+            problems.add(number, "each line must be a JSON object")
             continue
-        yield number, obj, None
+        yield number, obj
 
 
-def _csv(f: TextIO) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-    reader = csv.DictReader(f)
-    if reader.fieldnames is None:
+def _cell_value(text: str) -> Any:
+    """A CSV cell as the JSON value it spells, else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _csv(f: IO[str], problems: Problems) -> Iterator[tuple[int, dict[str, Any]]]:
+    reader = csv.reader(f)
+    header = next(reader, None)
+    if header is None:
         return
+    width = len(header)
+    ctx_cols = [(i, h[len("context."):]) for i, h in enumerate(header) if h.startswith("context.")]
+    plain = [(i, h) for i, h in enumerate(header) if not h.startswith("context.")]
     for row in reader:
         number = reader.line_num
-        if None in row:
-            yield number, None, "more cells than the header has columns"
+        if not row:
+            continue
+        if len(row) > width:
+            problems.add(number, "more cells than the header has columns")
             continue
         obj: dict[str, Any] = {}
+        for i, h in plain:
+            if i < len(row) and row[i] != "":
+                obj[h] = row[i]
         ctx: dict[str, Any] = {}
-        for k, v in row.items():
-            if k.startswith("context."):
-                if v not in (None, ""):
-                    ctx[k[len("context."):]] = _scalar(v)
-            elif k == "context" and v:
-                try:
-                    parsed = json.loads(v)
-                except ValueError:
-                    yield number, None, "the context column must hold a JSON object"
-                    break
-                ctx.update(parsed if isinstance(parsed, dict) else {})
-            elif v not in (None, ""):
-                obj[k] = v
-        else:
-            if ctx:
-                obj["context"] = ctx
-            yield number, obj, None
-
-
-def parse_file(
-    path: Path, fmt: str | None = None
-) -> tuple[list[tuple[int, dict[str, Any]]], list[Problem]]:
-    """Every record of a file, validated; and every line that is not valid.
-
-    ``fmt`` is ``jsonl`` or ``csv``; by default the file's suffix decides
-    (``.csv`` is CSV, anything else JSON Lines).
-    """
-    fmt = fmt or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
-    good: list[tuple[int, dict[str, Any]]] = []
-    bad: list[Problem] = []
-    with path.open(encoding="utf-8", newline="" if fmt == "csv" else None) as f:
-        for number, obj, error in (_csv(f) if fmt == "csv" else _jsonl(f)):
-            if obj is None:
-                bad.append(Problem(number, error or "unreadable"))
-                continue
+        for i, name in ctx_cols:
+            if i < len(row) and row[i] != "":
+                ctx[name] = _cell_value(row[i])
+        if "context" in obj:  # a whole JSON object in one column
             try:
-                good.append((number, validate(obj)))
+                whole = json.loads(obj["context"])
+            except ValueError:
+                whole = None
+            if not isinstance(whole, dict):
+                problems.add(number, "the context column must hold a JSON object")
+                continue
+            ctx = {**whole, **ctx}
+        if ctx:
+            obj["context"] = ctx
+        yield number, obj
+
+
+def _parquet(path: Path, problems: Problems) -> Iterator[tuple[int, dict[str, Any]]]:
+    pq = _pyarrow_parquet()
+    number = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
+        for obj in batch.to_pylist():
+            number += 1
+            rec = {k: v for k, v in obj.items() if v is not None and k != "context"}
+            ctx = obj.get("context")
+            if ctx:
+                rec["context"] = json.loads(ctx)
+            yield number, rec
+
+
+def read_records(
+    source: Source, problems: Problems, *, skip_invalid: bool = False
+) -> Iterator[ImportRecord]:
+    """Every valid record of ``source``, read as a stream; invalid lines go to ``problems``.
+
+    Raises:
+        InvalidRecords: at the end, when a line was invalid and not
+            ``skip_invalid`` (so that an import in one transaction rolls back).
+    """
+    with source.path.open("rb") as raw:
+        if source.format == "parquet":
+            parsed = _parquet(source.path, problems)
+        else:
+            text = source._text(raw)
+            parsed = _csv(text, problems) if source.format == "csv" else _jsonl(text, problems)
+        for number, obj in parsed:
+            try:
+                yield validate(obj)
             except ValueError as exc:
-                bad.append(Problem(number, str(exc)))
-    return good, bad
+                problems.add(number, str(exc))
+    if problems.count and not skip_invalid:
+        raise InvalidRecords(f"{problems.count:,} invalid line(s) in {source.path}")
 
 
-def _iso(t: float | None) -> str | None:
-    if t is None:
-        return None
-    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat().replace("+00:00", "Z")
+# -- writing ------------------------------------------------------------------------
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
+_I = {name: i for i, name in enumerate(EXPORT_FIELDS)}
 
 
-def export_rows(rows: list[tuple[Any, ...]], fmt: str, out: TextIO) -> int:
-    """Write operation rows (as selected by the CLI) as JSON Lines or CSV."""
-    records = []
-    for op_type, outcome, started, ended, key, et, em, duration, context in rows:
-        rec: dict[str, Any] = {"op_type": op_type, "outcome": outcome,
-                               "started_at": _iso(started), "ended_at": _iso(ended)}
-        for name, v in (("key", key), ("error_type", et), ("error_message", em),
-                        ("duration", duration)):
-            if v is not None:
-                rec[name] = v
-        if context:
-            rec["context"] = json.loads(context)
-        records.append(rec)
-    if fmt == "csv":
-        attrs_ = sorted({a for r in records for a in r.get("context", {})})
-        w = csv.writer(out)
-        w.writerow([*FIELDS, *(f"context.{a}" for a in attrs_)])
-        for r in records:
-            ctx = r.get("context", {})
-            w.writerow([r.get(f, "") if r.get(f) is not None else "" for f in FIELDS]
-                       + [_cell(ctx.get(a)) for a in attrs_])
-    else:
-        for r in records:
-            out.write(json.dumps(r, ensure_ascii=False) + "\n")
-    return len(records)
+def _scalars(row: ExportRow) -> list[Any]:
+    """A stored row's scalar fields in :data:`FIELDS` order (context left out)."""
+    return [row[_I["id"]], row[_I["parent_id"]], row[_I["op_type"]], row[_I["outcome"]],
+            row[_I["started_at"]], row[_I["ended_at"]], row[_I["duration"]], row[_I["key"]],
+            row[_I["error_type"]], row[_I["error_message"]], row[_I["admission"]]]
+
+
+def _jsonl_line(row: ExportRow) -> str:
+    rec = {k: v for k, v in zip(_SCALARS, _scalars(row), strict=True) if v is not None}
+    ctx = row[_I["context"]]
+    line = _dumps(rec)
+    if ctx:  # stored JSON text: spliced in as it is
+        line = line[:-1] + ', "context": ' + ctx + "}"
+    return line + "\n"
 
 
 def _cell(v: Any) -> str:
+    """A context value as a CSV cell that reads back as the same value."""
+    if v is None:
+        return "null"
+    if isinstance(v, str):
+        if v == "":
+            return '""'
+        try:
+            json.loads(v)
+        except ValueError:
+            return v
+        return json.dumps(v, ensure_ascii=False)
+    return json.dumps(v, ensure_ascii=False)
+
+
+def _csv_scalar(v: Any) -> str:
     if v is None:
         return ""
-    return v if isinstance(v, str) else json.dumps(v)
+    return repr(v) if isinstance(v, float) else str(v)
 
 
+async def write_rows(
+    chunks: AsyncIterator[list[ExportRow]], fmt: str, out: IO[str] | Path,
+    *, attributes: list[str] | None = None, progress: Any = None,
+) -> int:
+    """Write exported rows as JSON Lines, CSV (``context.NAME`` columns from
+    ``attributes``) or Parquet (``out`` a path); returns the rows written.
+
+    Rows are written as each chunk arrives; ``progress(rows)`` is called
+    after each chunk.
+    """
+    n = 0
+    if fmt == "parquet":
+        if not isinstance(out, Path):
+            raise ValueError("Parquet is written to a file: pass --output FILE.parquet")
+        return await _write_parquet(chunks, out, progress)
+    assert not isinstance(out, Path)
+    if fmt == "csv":
+        attrs_ = attributes or []
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow([*_SCALARS, *(f"context.{a}" for a in attrs_)])
+        async for chunk in chunks:
+            for row in chunk:
+                cells = [_csv_scalar(v) for v in _scalars(row)]
+                ctx_text = row[_I["context"]]
+                if attrs_:
+                    ctx = json.loads(ctx_text) if ctx_text else {}
+                    cells += [_cell(ctx[a]) if a in ctx else "" for a in attrs_]
+                w.writerow(cells)
+            n += len(chunk)
+            if progress is not None:
+                progress(n)
+        return n
+    async for chunk in chunks:
+        out.write("".join(map(_jsonl_line, chunk)))
+        n += len(chunk)
+        if progress is not None:
+            progress(n)
+    return n
+
+
+def _pyarrow_parquet() -> Any:
+    try:
+        import pyarrow.parquet as pq  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        raise LearnkitError(
+            "Parquet needs pyarrow: pip install 'learnkit[parquet]'"
+        ) from None
+    return pq
+
+
+async def _write_parquet(
+    chunks: AsyncIterator[list[ExportRow]], path: Path, progress: Any
+) -> int:
+    pq = _pyarrow_parquet()
+    import pyarrow as pa  # type: ignore[import-not-found, unused-ignore]
+
+    schema = pa.schema([
+        ("id", pa.int64()), ("parent_id", pa.int64()), ("op_type", pa.string()),
+        ("outcome", pa.string()), ("started_at", pa.float64()), ("ended_at", pa.float64()),
+        ("duration", pa.float64()), ("key", pa.string()), ("error_type", pa.string()),
+        ("error_message", pa.string()), ("explore_probability", pa.float64()),
+        ("context", pa.string()),  # JSON text: attributes differ from row to row
+    ])
+    n = 0
+    with pq.ParquetWriter(path, schema) as writer:
+        async for chunk in chunks:
+            columns = list(zip(*[[*_scalars(r), r[_I["context"]]] for r in chunk], strict=True))
+            writer.write_table(pa.Table.from_arrays(
+                [pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)],
+                schema=schema))
+            n += len(chunk)
+            if progress is not None:
+                progress(n)
+    return n

@@ -17,23 +17,65 @@ start.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any, NamedTuple, Protocol
 
 import attrs
 
 from .._model import Operation
 from .rollup import Aggregate
 
-__all__ = ["EXPORT_FIELDS", "Batch", "ExportRow", "Store", "WindowStats"]
+__all__ = [
+    "EXPORT_FIELDS", "Batch", "ExportRow", "ImportRecord", "ImportResult", "Store", "WindowStats",
+]
 
-#: One stored operation as export sees it, in :data:`EXPORT_FIELDS` order.
+#: One stored operation as export sees it, in :data:`EXPORT_FIELDS` order
+#: (``context`` is the stored JSON text or None).
 ExportRow = tuple[Any, ...]
 
+#: Every stored field of an operation but its session: ids, parent ids and
+#: the exploration mark (``admission``: the probability with which refused
+#: work was explored, None for work admitted by the thresholds).
 EXPORT_FIELDS = (
-    "op_type", "outcome", "started_at", "ended_at", "key", "error_type", "error_message",
-    "duration", "context",
+    "id", "parent_id", "op_type", "outcome", "started_at", "ended_at", "duration", "key",
+    "error_type", "error_message", "admission", "context",
 )
+
+
+class ImportRecord(NamedTuple):
+    """One operation to import, validated (see :mod:`learnkit._transfer`)."""
+
+    #: The id it had where it was exported, if any.
+    id: int | None
+    #: Its parent's id in the same numbering as ``id``.
+    parent_id: int | None
+    op_type: str
+    outcome: str
+    started_at: float
+    #: None only for ``abandoned``.
+    ended_at: float | None
+    duration: float | None
+    key: str | None
+    error_type: str | None
+    error_message: str | None
+    #: Exploration mark (see :data:`EXPORT_FIELDS`).
+    admission: float | None
+    context: dict[str, Any] | None
+    #: Content hash: the same record imported again is recognised by it.
+    digest: bytes
+
+
+@attrs.define
+class ImportResult:
+    """What an import did."""
+
+    #: Records written.
+    added: int = 0
+    #: Records already in the store (imported before, or exported from it).
+    duplicates: int = 0
+    #: True when the records kept their ids (an empty store); else they got new
+    #: ids and parent ids were mapped to them.
+    kept_ids: bool = False
 
 
 @attrs.define
@@ -169,8 +211,28 @@ class Store(Protocol):
     def export_rows(
         self, *, since: float | None = None, chunk: int = 10_000
     ) -> AsyncIterator[list[ExportRow]]:
-        """Ended operations (ended at or after ``since``) in end-time order,
-        :data:`EXPORT_FIELDS` per row, in chunks."""
+        """Ended and abandoned operations (ended, or for abandoned ones started, at or
+        after ``since``) in id order, :data:`EXPORT_FIELDS` per row, in chunks;
+        memory bounded by ``chunk``."""
+        ...
+
+    async def context_attributes(self, *, since: float | None = None) -> list[str]:
+        """Every context attribute of the operations :meth:`export_rows` yields, sorted."""
+        ...
+
+    async def import_operations(
+        self, records: Iterable[ImportRecord], *,
+        progress: Callable[[int], None] | None = None,
+    ) -> ImportResult:
+        """Write ``records`` and their rollups in one transaction, skipping those
+        already stored.
+
+        All or nothing: if iterating ``records`` raises (a bad line, Ctrl-C),
+        nothing is written and the exception propagates. Into a store with
+        no operations, records keep their ids; otherwise they get new ids and
+        parent ids are mapped within the import. ``progress`` is called with
+        the records read so far, about every thousand records.
+        """
         ...
 
     # -- thresholds and coordination -------------------------------------------

@@ -98,5 +98,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (hour, op_type, error_type, signature, attr, value)
     ) WITHOUT ROWID;
     """,
+    # Imports: a content hash per imported record, so that importing the
+    # same records again adds nothing. Tracked operations leave it NULL.
+    """
+    ALTER TABLE operations ADD COLUMN import_hash BLOB;
+    CREATE UNIQUE INDEX operations_import_hash ON operations (import_hash)
+        WHERE import_hash IS NOT NULL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

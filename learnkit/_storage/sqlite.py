@@ -16,9 +16,11 @@ import math
 import os
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,7 +29,7 @@ import attrs
 
 from .._errors import StoreError, StoreUnavailableError
 from .._model import HOUR, Operation
-from .protocol import EXPORT_FIELDS, Batch, ExportRow, WindowStats
+from .protocol import EXPORT_FIELDS, Batch, ExportRow, ImportRecord, ImportResult, WindowStats
 from .rollup import Aggregate, Encoder
 from .schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -68,6 +70,40 @@ _ERROR_CONTEXT_ROLLUP = (
     " VALUES (?,?,?,?,?,?,?) ON CONFLICT (hour, op_type, error_type, signature, attr, value)"
     " DO UPDATE SET n = n + excluded.n"
 )
+
+
+def _write_rollups(conn: sqlite3.Connection, agg: Aggregate) -> None:
+    """Add an aggregate's counts to the four rollup tables (inside a transaction)."""
+    if agg.outcomes:
+        conn.executemany(
+            _ROLLUP, [(t, h, o, n, d) for (t, h, o), (n, d) in agg.outcomes.items()]
+        )
+    if agg.context:
+        conn.executemany(_CONTEXT_ROLLUP, [(*k, n) for k, n in agg.context.items()])
+    if agg.errors:
+        conn.executemany(_ERROR_ROLLUP, [(*k, *v) for k, v in agg.errors.items()])
+    if agg.error_context:
+        conn.executemany(
+            _ERROR_CONTEXT_ROLLUP, [(*k, n) for k, n in agg.error_context.items()]
+        )
+
+
+def _same(stored: tuple[Any, ...], rec: ImportRecord) -> bool:
+    """A stored row (``_IMPORT_COMPARE`` columns) holds exactly this record."""
+    ctx = None if stored[9] is None else json.loads(stored[9])
+    return (stored[:9] == (rec.parent_id, rec.op_type, rec.key, rec.outcome, rec.started_at,
+                           rec.ended_at, rec.duration, rec.error_type, rec.error_message)
+            and stored[10] == rec.admission and ctx == (rec.context or None))
+
+
+_IMPORT_COMPARE = (
+    "parent_id, op_type, key, outcome, started_at, ended_at, duration, error_type,"
+    " error_message, context, admission"
+)
+_IMPORT_COLUMNS = _COLUMNS + ", import_hash"
+_IMPORT_NCOLS = _NCOLS + 1
+_IMPORT_CHUNK = 2000
+
 
 def split_window(
     start: float, end: float
@@ -475,19 +511,7 @@ class SQLiteStore:
                 conn.execute(self._insert_sql(rows), params)
             if p.updates:
                 conn.executemany(_UPDATE, p.updates)
-            agg = p.agg
-            if agg.outcomes:
-                conn.executemany(
-                    _ROLLUP, [(t, h, o, n, d) for (t, h, o), (n, d) in agg.outcomes.items()]
-                )
-            if agg.context:
-                conn.executemany(_CONTEXT_ROLLUP, [(*k, n) for k, n in agg.context.items()])
-            if agg.errors:
-                conn.executemany(_ERROR_ROLLUP, [(*k, *v) for k, v in agg.errors.items()])
-            if agg.error_context:
-                conn.executemany(
-                    _ERROR_CONTEXT_ROLLUP, [(*k, n) for k, n in agg.error_context.items()]
-                )
+            _write_rollups(conn, p.agg)
         return p.rows
 
     def commit(self, batch: Batch) -> asyncio.Future[int]:
@@ -528,20 +552,181 @@ class SQLiteStore:
     async def export_rows(
         self, *, since: float | None = None, chunk: int = 10_000
     ) -> AsyncIterator[list[ExportRow]]:
-        """Ended operations (since ``since``) in end-time order, in chunks."""
+        """Ended and abandoned operations (since ``since``) in id order, in chunks.
+
+        Each chunk is one keyset query on the primary key, so memory stays
+        bounded by ``chunk`` whatever the size of the store.
+        """
         cols = ", ".join(EXPORT_FIELDS)
-        last: tuple[float, int] = (-math.inf if since is None else since, -1)
+        where = "outcome != 'running'"
+        args: list[Any] = []
+        if since is not None:
+            where += (" AND (ended_at >= ? OR (ended_at IS NULL AND outcome = 'abandoned'"
+                      " AND started_at >= ?))")
+            args = [since, since]
+        last = -1
         while True:
             rows = await self.fetchall(
-                f"SELECT {cols}, id FROM operations WHERE ended_at IS NOT NULL"
-                " AND (ended_at > ? OR (ended_at = ? AND id > ?)) AND ended_at >= ?"
-                " ORDER BY ended_at, id LIMIT ?",
-                [last[0], last[0], last[1], -math.inf if since is None else since, chunk],
+                f"SELECT {cols} FROM operations WHERE id > ? AND {where} ORDER BY id LIMIT ?",
+                [last, *args, chunk],
             )
             if not rows:
                 return
-            last = (rows[-1][3], rows[-1][-1])
-            yield [r[:-1] for r in rows]
+            last = rows[-1][0]
+            yield rows
+
+    async def context_attributes(self, *, since: float | None = None) -> list[str]:
+        """Every context attribute of the exported operations, sorted."""
+        where, args = "", []
+        if since is not None:
+            where = (" AND (o.ended_at >= ? OR (o.ended_at IS NULL AND o.started_at >= ?))")
+            args = [since, since]
+        rows = await self.fetchall(
+            "SELECT DISTINCT j.key FROM operations o, json_each(o.context) j"
+            f" WHERE o.context IS NOT NULL AND o.outcome != 'running'{where} ORDER BY 1", args,
+        )
+        return [r[0] for r in rows]
+
+    async def import_operations(
+        self, records: Iterable[ImportRecord], *,
+        progress: Callable[[int], None] | None = None,
+    ) -> ImportResult:
+        """Write records and their rollups in one transaction, skipping stored ones.
+
+        See :meth:`Store.import_operations`. Runs in the write thread from
+        start to end: other writers (other processes included) wait for the
+        lock, or retry, until it commits.
+        """
+        stop = threading.Event()
+        try:
+            return await self._in_thread(self._import_sync, records, progress, stop)
+        except BaseException:
+            stop.set()  # cancelled (Ctrl-C): the thread rolls back at its next chunk
+            raise
+
+    def _import_sync(
+        self, records: Iterable[ImportRecord], progress: Callable[[int], None] | None,
+        stop: threading.Event,
+    ) -> ImportResult:
+        result = ImportResult()
+        conn = self._w()
+        with self._transaction():
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS import_ids"
+                         " (src INTEGER PRIMARY KEY, dst INTEGER NOT NULL)")
+            conn.execute("DELETE FROM temp.import_ids")
+            next_id = int(conn.execute(
+                "SELECT value FROM meta WHERE key = 'next_id'").fetchone()[0])
+            it = iter(records)
+            chunk = list(islice(it, _IMPORT_CHUNK))
+            # Keep the records' ids (an export) only in a store that has no
+            # operations and has handed out no block of ids (a live process
+            # may hold one it has not used yet).
+            keep = (bool(chunk) and chunk[0].id is not None and next_id <= 1
+                    and not conn.execute("SELECT 1 FROM operations LIMIT 1").fetchone())
+            result.kept_ids = keep
+            first_new, max_id = next_id, 0
+            seen = 0
+            while chunk:
+                if stop.is_set():
+                    raise StoreError(f"{self.path}: import cancelled; nothing was written")
+                seen += len(chunk)
+                next_id, top = self._import_chunk(conn, chunk, keep, next_id, result)
+                max_id = max(max_id, top)
+                if progress is not None:
+                    progress(seen)
+                chunk = list(islice(it, _IMPORT_CHUNK))
+            if keep:
+                next_id = max(next_id, max_id + 1)
+            elif next_id > first_new:
+                # parent ids were the records' own; map them to the new ids
+                conn.execute(
+                    "UPDATE operations SET parent_id = (SELECT dst FROM temp.import_ids"
+                    " WHERE src = operations.parent_id)"
+                    " WHERE id >= ? AND id < ? AND parent_id IS NOT NULL",
+                    [first_new, next_id],
+                )
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'next_id'"
+                         " AND CAST(value AS INTEGER) < ?", [str(next_id), next_id])
+            conn.execute("DELETE FROM temp.import_ids")
+        return result
+
+    def _import_chunk(
+        self, conn: sqlite3.Connection, chunk: list[ImportRecord], keep: bool,
+        next_id: int, result: ImportResult,
+    ) -> tuple[int, int]:
+        """Insert one chunk of an import; returns (next id, largest id written)."""
+        # Already stored: the same content hash, or (a store's own export
+        # imported back) the same id holding exactly the same record.
+        digests = {r.digest: r for r in chunk}
+        marks = ",".join("?" * len(digests))
+        known: dict[bytes, int] = dict(conn.execute(
+            f"SELECT import_hash, id FROM operations WHERE import_hash IN ({marks})",
+            list(digests),
+        ).fetchall())
+        ids = [r.id for r in chunk if r.id is not None]
+        same_id: dict[int, tuple[Any, ...]] = {}
+        if ids:
+            marks = ",".join("?" * len(ids))
+            same_id = {row[0]: row[1:] for row in conn.execute(
+                f"SELECT id, {_IMPORT_COMPARE} FROM operations WHERE id IN ({marks})", ids)}
+        agg = self.encoder.aggregate()
+        encode = self.encoder.encode_context
+        inserts: list[Any] = []
+        mapping: list[tuple[int, int]] = []
+        rows = 0
+        top = 0
+        taken: set[bytes] = set()
+        for r in chunk:
+            dup = known.get(r.digest)
+            if dup is None and r.digest in taken:
+                dup = -1
+            if dup is None and r.id is not None:
+                stored = same_id.get(r.id)
+                if stored is not None and _same(stored, r):
+                    dup = r.id
+            if dup is not None:
+                result.duplicates += 1
+                if not keep and r.id is not None and dup > 0:
+                    mapping.append((r.id, dup))
+                continue
+            taken.add(r.digest)
+            if keep:
+                if r.id is None:
+                    raise StoreError(
+                        f"{self.path}: a record without an id after records with ids; "
+                        "give every record an id, or none")
+                new = r.id
+            else:
+                new = next_id
+                next_id += 1
+                if r.id is not None:
+                    mapping.append((r.id, new))
+            top = max(top, new)
+            ctx, bad, items = encode(r.op_type, r.context)
+            self.context_coerced += bad
+            inserts.extend((new, r.op_type, r.key, r.outcome, r.started_at, r.ended_at,
+                            r.duration, r.error_type, r.error_message, ctx, r.parent_id,
+                            None, r.admission, r.digest))
+            rows += 1
+            if r.ended_at is None:
+                agg.add(r.op_type, "abandoned", r.started_at, None, (), None, None)
+            else:
+                agg.add(r.op_type, r.outcome, r.ended_at, r.duration, items, r.error_type,
+                        r.error_message, r.admission is not None)
+        per = max(1, self._rows_per_insert * _NCOLS // _IMPORT_NCOLS)
+        for k in range(0, rows, per):
+            n = min(per, rows - k)
+            one = "(" + ",".join("?" * _IMPORT_NCOLS) + ")"
+            conn.execute(
+                f"INSERT INTO operations ({_IMPORT_COLUMNS}) VALUES " + ",".join([one] * n),
+                inserts[k * _IMPORT_NCOLS:(k + n) * _IMPORT_NCOLS],
+            )
+        if mapping:
+            conn.executemany("INSERT OR REPLACE INTO temp.import_ids (src, dst) VALUES (?, ?)",
+                             mapping)
+        _write_rollups(conn, agg)
+        result.added += rows
+        return next_id, top
 
     async def outcome_counts(
         self, start: float, end: float, *, op_type: str | None = None, by_type: bool = False

@@ -1,0 +1,242 @@
+"""Import and export: every row and field round-trips, re-imports add nothing, interrupts
+leave the database as it was."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import learnkit
+from learnkit import track
+from learnkit._cli import main
+
+from .conftest import BASE_CONFIG, T0, Clock
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLES = {
+    "operations": "SELECT id, op_type, key, outcome, started_at, ended_at, duration, error_type,"
+                  " error_message, context, parent_id, admission FROM operations ORDER BY id",
+    "rollup_hourly": "SELECT * FROM rollup_hourly ORDER BY 1, 2, 3",
+    "context_rollup": "SELECT * FROM context_rollup ORDER BY 1, 2, 3, 4, 5, 6",
+    "error_rollup": "SELECT * FROM error_rollup ORDER BY 1, 2, 3, 4",
+    "error_context_rollup": "SELECT * FROM error_context_rollup ORDER BY 1, 2, 3, 4, 5, 6",
+}
+
+
+def run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(list(argv), out=out)
+    return code, out.getvalue()
+
+
+def snapshot(db: Path) -> dict[str, list[Any]]:
+    """Every row of the tables that hold outcomes, read with plain sqlite3."""
+    conn = sqlite3.connect(db)
+    try:
+        return {t: conn.execute(q).fetchall() for t, q in TABLES.items()}
+    finally:
+        conn.close()
+
+
+def project(tmp_path: Path, name: str) -> Path:
+    d = tmp_path / name
+    d.mkdir()
+    (d / "learnkit.toml").write_text(BASE_CONFIG.replace("explore", "x_explore"))
+    return d / "learnkit.toml"
+
+
+async def varied(cfg: Path) -> None:
+    """Nested operations, failures, explored work, awkward context values, an abandoned row."""
+    clock = Clock()
+    text = cfg.read_text().replace("confidence_threshold = 0.7",
+                                   "confidence_threshold = 0.7\nexplore = 0.5")
+    cfg.write_text(text)
+    import random
+
+    async with learnkit.open(cfg, clock=clock, random=random.Random(1)) as kit:
+        for i in range(60):
+            cx = i % 12 + 1
+            if kit.admit("issue", complexity=cx):
+                async with track("issue", key=f"issue-{i}", complexity=cx,
+                                 label=["7", "", None, "naïve, \"quoted\"\nline", 2.5][i % 5],
+                                 nested={"a": [1, 2]} if i % 7 == 0 else None) as op:
+                    clock.advance(0.123456789)
+                    async with track("run_tests", key=f"issue-{i}") as t:
+                        clock.advance(1 / 3)
+                        if cx > 8:
+                            t.fail("TestFailure", f"{cx} unit tests failed, é")
+                    if cx > 8:
+                        op.fail("TestFailure")
+            clock.advance(3600 / 7)
+        kit.record("backfill", outcome="cancelled", started_at=T0 - 50, ended_at=T0 - 40)
+    conn = sqlite3.connect(cfg.parent / "learnkit.db")
+    with conn:  # a process that died mid-operation
+        conn.execute("INSERT INTO operations (id, op_type, outcome, started_at, session_id)"
+                     " VALUES (9999999, 'issue', 'abandoned', ?, 1)", (T0 + 10,))
+        conn.execute("INSERT INTO rollup_hourly VALUES ('issue', ?, 'abandoned', 1, 0)",
+                     (int((T0 + 10) // 3600),))
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import asyncio
+
+    cfg = project(tmp_path_factory.mktemp("src"), "src")
+    asyncio.run(varied(cfg))
+    return cfg
+
+
+class TestRoundTrip:
+    @pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+    def test_export_then_import_reproduces_every_row_and_field(
+        self, source: Path, tmp_path: Path, fmt: str
+    ) -> None:
+        """ids, parent ids, exploration marks, contexts, abandoned rows, and the rollups."""
+        before = snapshot(source.parent / "learnkit.db")
+        ops = before["operations"]
+        assert any(r[10] for r in ops) and any(r[11] for r in ops)  # parents, explored
+        assert any(r[3] == "abandoned" for r in ops)
+        dump = tmp_path / f"ops.{fmt}"
+        code, out = run("--config", str(source), "export", "--output", str(dump))
+        assert code == 0 and f"exported {len(ops):,} operation(s)" in out
+        target = project(tmp_path, "dst")
+        code, out = run("--config", str(target), "import", str(dump))
+        assert code == 0, out
+        assert snapshot(target.parent / "learnkit.db") == before
+
+    def test_csv_cells_keep_their_types(self, source: Path, tmp_path: Path) -> None:
+        """A string "7" stays a string, "" stays "", null stays null; absent stays absent."""
+        dump = tmp_path / "ops.csv"
+        run("--config", str(source), "export", "--output", str(dump))
+        text = dump.read_text()
+        assert ',"""7""",' in text or ',"7",' not in text
+        header = text.splitlines()[0].split(",")
+        assert header[:12] == ["id", "parent_id", "op_type", "outcome", "started_at",
+                               "ended_at", "duration", "key", "error_type", "error_message",
+                               "explore_probability", "context.complexity"]
+
+    def test_import_twice_adds_nothing_and_says_so(self, source: Path, tmp_path: Path) -> None:
+        dump = tmp_path / "ops.jsonl"
+        run("--config", str(source), "export", "--output", str(dump))
+        n = len(dump.read_text().splitlines())
+        target = project(tmp_path, "dst")
+        assert run("--config", str(target), "import", str(dump))[0] == 0
+        first = snapshot(target.parent / "learnkit.db")
+        code, out = run("--config", str(target), "import", str(dump))
+        assert code == 0
+        assert f"imported 0 operation(s) from {dump}; {n:,} already in the database" in out
+        assert snapshot(target.parent / "learnkit.db") == first
+
+    def test_own_export_imported_back_adds_nothing(self, source: Path, tmp_path: Path) -> None:
+        import shutil
+
+        for f in source.parent.iterdir():
+            shutil.copy(f, tmp_path / f.name)
+        cfg = tmp_path / "learnkit.toml"
+        before = snapshot(tmp_path / "learnkit.db")
+        dump = tmp_path / "ops.csv"
+        run("--config", str(cfg), "export", "--output", str(dump))
+        code, out = run("--config", str(cfg), "import", str(dump))
+        assert code == 0 and "imported 0 operation(s)" in out, out
+        assert snapshot(tmp_path / "learnkit.db") == before
+
+    def test_into_a_database_with_operations_ids_are_new_and_parents_follow(
+        self, source: Path, tmp_path: Path
+    ) -> None:
+        dump = tmp_path / "ops.jsonl"
+        run("--config", str(source), "export", "--output", str(dump))
+        target = project(tmp_path, "dst")
+        lines = dump.read_text().splitlines()
+        (tmp_path / "own.jsonl").write_text(
+            '{"op_type": "mine", "outcome": "success", "started_at": 1700000000}\n')
+        assert run("--config", str(target), "import", str(tmp_path / "own.jsonl"))[0] == 0
+        code, out = run("--config", str(target), "import", str(dump))
+        assert code == 0 and f"imported {len(lines):,}" in out
+        src = snapshot(source.parent / "learnkit.db")["operations"]
+        dst = snapshot(target.parent / "learnkit.db")["operations"][1:]
+        assert len(dst) == len(src)
+        new_id = {s[0]: d[0] for s, d in zip(src, dst, strict=True)}
+        assert all(d[1:10] == s[1:10] and d[11] == s[11] for s, d in zip(src, dst, strict=True))
+        assert [d[10] for d in dst] == [new_id.get(s[10]) for s in src]
+        assert set(new_id) != set(new_id.values())
+
+
+def write_big(path: Path, n: int) -> None:
+    with path.open("w") as f:
+        for i in range(n):
+            f.write(json.dumps({"op_type": "bulk", "outcome": "failure" if i % 5 else "success",
+                                "started_at": 1_700_000_000 + i, "error_type": "E",
+                                "error_message": f"row {i} failed",
+                                "context": {"complexity": i % 12}}) + "\n")
+
+
+class TestInterrupted:
+    @pytest.mark.slow
+    @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+    def test_killed_import_leaves_the_database_as_before(
+        self, source: Path, tmp_path: Path, sig: signal.Signals
+    ) -> None:
+        """A real `learnkit import` process killed mid-way: not one row or count changes."""
+        import shutil
+
+        for f in source.parent.iterdir():
+            shutil.copy(f, tmp_path / f.name)
+        db = tmp_path / "learnkit.db"
+        before = snapshot(db)
+        big = tmp_path / "big.jsonl"
+        write_big(big, 200_000)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "learnkit", "--config", str(tmp_path / "learnkit.toml"),
+             "import", str(big)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        wal = db.with_name("learnkit.db-wal")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if wal.exists() and wal.stat().st_size > 2_000_000:  # well into the import
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, "the import finished before it could be interrupted"
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+        if sig == signal.SIGINT:
+            assert proc.returncode == 130, err
+            assert "interrupted: nothing was imported" in err
+            assert "Traceback" not in err
+        else:
+            assert proc.returncode == -signal.SIGKILL
+        assert snapshot(db) == before
+        if sig == signal.SIGKILL:  # and it can simply be run again
+            code, out = run("--config", str(tmp_path / "learnkit.toml"), "import", str(big))
+            assert code == 0 and "imported 200,000 operation(s)" in out
+
+
+class TestInvalid:
+    def test_bad_line_at_the_end_imports_nothing_into_an_existing_database(
+        self, source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        import shutil
+
+        for f in source.parent.iterdir():
+            shutil.copy(f, tmp_path / f.name)
+        before = snapshot(tmp_path / "learnkit.db")
+        big = tmp_path / "big.jsonl"
+        write_big(big, 5000)
+        with big.open("a") as f:
+            f.write('{"op_type": "bulk", "outcome": "sucess", "started_at": 1}\n')
+        code, _ = run("--config", str(tmp_path / "learnkit.toml"), "import", str(big))
+        assert code == 1
+        err = capsys.readouterr().err
+        assert f"{big}:5001: outcome 'sucess'" in err and "nothing was imported" in err
+        assert snapshot(tmp_path / "learnkit.db") == before
