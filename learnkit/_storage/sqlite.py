@@ -610,6 +610,19 @@ class SQLiteStore:
     ) -> ImportResult:
         result = ImportResult()
         conn = self._w()
+        # A larger page cache while importing: the import-hash index takes
+        # random keys. 64 MB, given back afterwards.
+        cache = conn.execute("PRAGMA cache_size").fetchone()[0]
+        conn.execute("PRAGMA cache_size = -65536")
+        try:
+            return self._import_transaction(conn, records, progress, stop, result)
+        finally:
+            conn.execute(f"PRAGMA cache_size = {int(cache)}")
+
+    def _import_transaction(
+        self, conn: sqlite3.Connection, records: Iterable[ImportRecord],
+        progress: Callable[[int], None] | None, stop: threading.Event, result: ImportResult,
+    ) -> ImportResult:
         with self._transaction():
             conn.execute("CREATE TEMP TABLE IF NOT EXISTS import_ids"
                          " (src INTEGER PRIMARY KEY, dst INTEGER NOT NULL)")
@@ -663,7 +676,9 @@ class SQLiteStore:
             f"SELECT import_hash, id FROM operations WHERE import_hash IN ({marks})",
             list(digests),
         ).fetchall())
-        ids = [r.id for r in chunk if r.id is not None]
+        # (In a store that was empty, every stored id came from this import
+        # and the hash already says whether it is the same record.)
+        ids = [] if keep else [r.id for r in chunk if r.id is not None]
         same_id: dict[int, tuple[Any, ...]] = {}
         if ids:
             marks = ",".join("?" * len(ids))
