@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import math
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -374,6 +375,16 @@ async def cmd_import(args: argparse.Namespace, out: IO[str]) -> int:
             print(f"learnkit: ... and {problems.count - len(problems.first):,} more", file=err)
 
     result = None
+    # Ctrl-C must reach the event loop while the import runs in the store's
+    # thread: a handler through the loop (which wakes it) cancels this task, and
+    # the import rolls back at its next chunk.
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    watching = False
+    if task is not None:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGINT, task.cancel)
+            watching = True
     try:
         async with _kit(args, need_data=False) as kit:
             store = kit.database.store
@@ -386,10 +397,11 @@ async def cmd_import(args: argparse.Namespace, out: IO[str]) -> int:
         raise CliError(f"{problems.count:,} invalid line(s) in {path}; nothing was imported. "
                        "Fix them, or pass --skip-invalid to import the rest") from None
     except (KeyboardInterrupt, asyncio.CancelledError):
-        print(f"learnkit: import of {path} interrupted: nothing was imported (an import is "
-              "one transaction); run it again", file=err)
-        raise
+        raise CliError(f"import of {path} interrupted: nothing was imported (an import is "
+                       "one transaction); run it again", 130) from None
     finally:
+        if watching:
+            loop.remove_signal_handler(signal.SIGINT)
         if result is None and created:  # leave no database behind that we made
             for f in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
                 with contextlib.suppress(OSError):

@@ -172,6 +172,18 @@ class TestRoundTrip:
         assert set(new_id) != set(new_id.values())
 
 
+def writing(db: Path) -> bool:
+    """True while another connection holds the database's write lock."""
+    conn = sqlite3.connect(db, timeout=0)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        conn.close()
+    return False
+
+
 def write_big(path: Path, n: int) -> None:
     with path.open("w") as f:
         for i in range(n):
@@ -201,13 +213,14 @@ class TestInterrupted:
             [sys.executable, "-m", "learnkit", "--config", str(tmp_path / "learnkit.toml"),
              "import", str(big)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True)
-        wal = db.with_name("learnkit.db-wal")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
-            if wal.exists() and wal.stat().st_size > 2_000_000:  # well into the import
+            if writing(db):  # the import's transaction holds the write lock
                 break
             time.sleep(0.01)
+        time.sleep(1.0)  # well into it: thousands of rows written in the transaction
         assert proc.poll() is None, "the import finished before it could be interrupted"
+        assert writing(db)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
         if sig == signal.SIGINT:
