@@ -23,6 +23,7 @@ import attrs
 
 import learnkit
 
+from . import _env
 from ._errors import LearnkitError
 from ._model import DAY
 
@@ -493,10 +494,10 @@ async def cmd_demo(args: argparse.Namespace, out: IO[str]) -> int:
 def _parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS, metavar="PATH",
-                        help="learnkit.toml (default: ./learnkit.toml)")
+                        help="learnkit.toml (default: $LEARNKIT_CONFIG, else ./learnkit.toml)")
     p = _Parser(prog="learnkit", description="Learn from an orchestrator's own mistakes.")
-    p.add_argument("--config", default="learnkit.toml", metavar="PATH",
-                   help="learnkit.toml (default: ./learnkit.toml)")
+    p.add_argument("--config", default=_env.config_path(), metavar="PATH",
+                   help="learnkit.toml (default: $LEARNKIT_CONFIG, else ./learnkit.toml)")
     p.add_argument("--version", action="version", version=f"learnkit {learnkit.__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 

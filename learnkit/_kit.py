@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from . import _env
 from ._analytics import AnalyticsCollector
 from ._config import Config, LiveConfig, ThresholdConfig, load_config
 from ._database import Database
@@ -111,6 +112,8 @@ class Kit:
         self._learning = LearningLoop(self.database, self.insights, self.controller)
         self.thresholds = Thresholds(self._live)
         self._closed = True
+        #: ``LEARNKIT_DISABLED=1``: instrumentation records nothing.
+        self.disabled = _env.disabled()
 
     @property
     def config(self) -> Config:
@@ -169,6 +172,8 @@ class Kit:
         Raises:
             ValueError: an argument is out of range; nothing is recorded.
         """
+        if self.disabled:
+            return
         if not isinstance(op_type, str) or not op_type:
             raise ValueError(f"op_type must be a non-empty string, got {op_type!r}")
         if outcome not in RECORDABLE_OUTCOMES:
@@ -268,7 +273,7 @@ class Kit:
 
 @asynccontextmanager
 async def open(
-    config_path: str | Path = "learnkit.toml",
+    config_path: str | Path | None = None,
     *,
     clock: Clock | None = None,
     random: _random.Random | None = None,
@@ -277,10 +282,12 @@ async def open(
     """Open learnkit: load the config, open the store, start the writer.
 
     The kit becomes *current*, so ``@tracked`` functions and ``track``
-    blocks record into it. Leaving the block flushes everything and closes.
+    blocks record into it (unless ``LEARNKIT_DISABLED=1``: then they run
+    untracked and ``kit.record`` records nothing). Leaving the block flushes everything and closes.
 
     Args:
-        config_path: learnkit.toml.
+        config_path: learnkit.toml; default ``$LEARNKIT_CONFIG``, else
+            ``learnkit.toml``.
         clock: zero-argument callable returning Unix seconds (UTC), for tests
             and simulations; default :func:`time.time`.
         random: the random generator exploration draws from (seed it for
@@ -292,9 +299,13 @@ async def open(
         ConfigError: the config file is missing or invalid.
         StoreError: the database cannot be opened.
     """
-    kit = Kit(load_config(config_path), clock=clock, random=random, learning_loop=learning_loop)
+    path = _env.config_path() if config_path is None else config_path
+    kit = Kit(load_config(path), clock=clock, random=random, learning_loop=learning_loop)
     await kit._open()
-    set_current(kit._recorder)
+    if kit.disabled:  # LEARNKIT_DISABLED: decorated code runs untracked, silently
+        log.info("learnkit: LEARNKIT_DISABLED is set; nothing is tracked")
+    else:
+        set_current(kit._recorder)
     try:
         yield kit
     finally:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar, overload
 
 import attrs
 
+from . import _env
 from ._errors import UnknownOperationError
 from ._model import Operation, error_type_name
 from ._thresholds.admission import pending as _pending_admission
@@ -68,7 +69,7 @@ def set_current(kit: Recorder | None, *, remove: Recorder | None = None) -> None
 
 
 def _untracked(name: str) -> None:
-    if not _State.warned:
+    if not _State.warned and not _env.disabled():
         _State.warned = True
         log.warning(
             "learnkit: %s ran untracked because no kit is open; "
