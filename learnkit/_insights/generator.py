@@ -37,6 +37,9 @@ class InsightsGenerator:
     config at each call, so edits to learnkit.toml apply.
     """
 
+    #: Seconds :meth:`generate_summary` waits for queued operations to be written.
+    FLUSH_TIMEOUT = 5.0
+
     def __init__(
         self, analytics_collector: AnalyticsCollector, logger: logging.Logger | None = None
     ) -> None:
@@ -64,8 +67,17 @@ class InsightsGenerator:
         Returns a :class:`Summary` dict whose keys include ``success_rate``,
         ``failure_patterns``, ``recommendations``, ``actions``,
         ``recommended_thresholds`` and ``sample_size``.
+
+        What is still queued is included: the writer is flushed first (for at
+        most ``FLUSH_TIMEOUT`` seconds; if the store is failing, the analysis
+        goes ahead on what is stored and says so in the log).
         """
         db = self.collector.database
+        writer = db.recorder.writer
+        if writer.stats().queued and not await writer.flush(self.FLUSH_TIMEOUT):
+            self.logger.warning("learnkit: analysing without %d queued operation(s): the store "
+                                "is not accepting writes (%s)", writer.stats().queued,
+                                writer.stats().last_error)
         now = db.now()
         start, end = _window(now, days, offset)
         key = (start, end, db.recorder.writer.written, id(db.config))

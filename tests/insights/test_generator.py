@@ -267,3 +267,22 @@ class TestHonesty:
         gen = learnkit.InsightsGenerator(learnkit.AnalyticsCollector(kit.database, None), None)
         assert gen.settings.min_samples == 10
         assert (await gen.generate_summary(days=1))["sample_size"] == 0
+
+
+async def test_analysis_right_after_work_includes_what_is_queued(tmp_path: Path) -> None:
+    """No flush() by the caller: generate_summary still sees every operation recorded."""
+    import learnkit
+    from learnkit import track
+
+    from ..conftest import BASE_CONFIG
+
+    clock = Clock()
+    text = BASE_CONFIG.replace("flush_interval = 0.02", "flush_interval = 30.0")
+    async with learnkit.open(write_config(tmp_path, text), clock=clock) as kit:
+        for i in range(40):
+            async with track("x", complexity=i % 5) as op:
+                if i % 4 == 0:
+                    op.fail("E")
+        clock.advance(1)
+        summary = await kit.insights.generate_summary(days=1)
+        assert summary["sample_size"] == 40
