@@ -83,23 +83,38 @@ class AnalyticsCollector:
         return self.database.store
 
     async def get_rate(
-        self, days: float = 7, offset: float = 0, *, op_type: str | None = None
+        self, days: float = 7, offset: float = 0, *, op_type: str | None = None,
+        top_level: bool = False,
     ) -> Rate:
-        """The success rate of a window with counts and its 95% interval."""
-        return await self._rate_at(self.database.now(), days, offset, op_type)
+        """The success rate of a window with counts and its 95% interval.
+
+        ``top_level``: only operations with no parent (a failed test inside a
+        failed issue counts once, as the issue), read from rows rather than
+        rollups.
+        """
+        return await self._rate_at(self.database.now(), days, offset, op_type, top_level)
 
     async def _rate_at(
-        self, now: float, days: float, offset: float, op_type: str | None
+        self, now: float, days: float, offset: float, op_type: str | None,
+        top_level: bool = False,
     ) -> Rate:
         start, end = _window(now, days, offset)
+        if top_level:
+            return _rate(start, end, await self._store.top_level_counts(start, end,
+                                                                        op_type=op_type))
         raw = await self._store.outcome_counts(start, end, op_type=op_type)
         return _rate(start, end, {o: n for (_, o), n in raw.items()})
 
     async def get_success_rate(
-        self, days: float = 7, offset: float = 0, *, op_type: str | None = None
+        self, days: float = 7, offset: float = 0, *, op_type: str | None = None,
+        top_level: bool = False,
     ) -> float | None:
-        """successes / (successes + failures) in the window; None when there are none."""
-        return (await self.get_rate(days, offset, op_type=op_type)).rate
+        """successes / (successes + failures) in the window; None when there are none.
+
+        ``top_level``: over operations with no parent only (the headline rate
+        the views show), so that a nested failure is not counted twice.
+        """
+        return (await self.get_rate(days, offset, op_type=op_type, top_level=top_level)).rate
 
     async def get_outcome_counts(
         self, days: float = 7, offset: float = 0, *, op_type: str | None = None
@@ -143,7 +158,7 @@ class AnalyticsCollector:
         return {p: values[max(0, math.ceil(p / 100 * n) - 1)] for p in percentiles}
 
     async def get_weekly_trend(
-        self, weeks: int = 4, *, op_type: str | None = None
+        self, weeks: int = 4, *, op_type: str | None = None, top_level: bool = False
     ) -> list[Rate]:
         """One :class:`Rate` per 7-day window, oldest first: week 1 is ``weeks`` weeks ago.
 
@@ -152,4 +167,14 @@ class AnalyticsCollector:
         if isinstance(weeks, bool) or not isinstance(weeks, int) or weeks < 1:
             raise ValueError(f"weeks must be a positive integer, got {weeks!r}")
         now = self.database.now()  # one "now" so the weeks abut exactly
-        return [await self._rate_at(now, 7, 7 * w, op_type) for w in range(weeks - 1, -1, -1)]
+        return [await self._rate_at(now, 7, 7 * w, op_type, top_level)
+                for w in range(weeks - 1, -1, -1)]
+
+    async def get_series(
+        self, days: float, *, step_days: float = 1.0, top_level: bool = True
+    ) -> list[Rate]:
+        """One :class:`Rate` per ``step_days`` over the last ``days``, oldest first."""
+        now = self.database.now()
+        steps = max(1, math.ceil(days / step_days))
+        return [await self._rate_at(now, step_days, step_days * i, None, top_level)
+                for i in range(steps - 1, -1, -1)]

@@ -229,32 +229,56 @@ async def cmd_report(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 async def cmd_insights(args: argparse.Namespace, out: IO[str]) -> int:
+    from ._views.render import (
+        collect,
+        details,
+        findings,
+        pct,
+        rec_details,
+        rec_short,
+        short,
+        window_text,
+    )
+
     async with _kit(args) as kit:
-        if _isatty(sys.stderr) and not args.json:
+        if args.json:
+            days = args.days or kit.config.learning.window_days
+            summary = await kit.insights.generate_summary(days)
+            out.write(json.dumps(summary_to_json(summary), indent=2, default=str) + "\n")
+            return 0
+        if _isatty(sys.stderr):
             from rich.console import Console
 
             with Console(stderr=True).status("analysing..."):
-                summary = await kit.insights.generate_summary(args.days)
+                snap = await collect(kit, args.days)
         else:
-            summary = await kit.insights.generate_summary(args.days)
-    if args.json:
-        out.write(json.dumps(summary_to_json(summary), indent=2, default=str) + "\n")
-        return 0
-    from ._views.render import pct
-
-    print(f"last {args.days:g} days: success rate {pct(summary['success_rate'])} over "
-          f"{summary['sample_size']:,} operations; {summary['tests']} hypotheses scanned",
-          file=out)
-    print("\nfailure patterns:", file=out)
-    for p in summary["failure_patterns"]:
-        print(f"  [{p.confidence or 0:.2f}] {p.description}", file=out)
-    if not summary["failure_patterns"]:
+            snap = await collect(kit, args.days)
+    summary = snap.summary
+    print(f"{window_text(snap)}: success rate {pct(snap.top.rate)} over "
+          f"{snap.top.n:,} top-level operations ({pct(summary['success_rate'])} over all "
+          f"{summary['sample_size']:,}, nested included); {summary['tests']} hypotheses "
+          "scanned", file=out)
+    shown, hidden = findings(snap)
+    print("\nfailure patterns (strong: confidence >= "
+          f"{snap.confidence_threshold:g}; suggestive: >= {snap.display_floor:g}):", file=out)
+    for t, p in shown:
+        print(f"  {t:<10} {short(p)}\n  {'':<10} confidence {p.confidence or 0:.2f}; "
+              f"{details(p)}", file=out)
+    if not shown:
+        print("  none", file=out)
+    if hidden:
+        print(f"  ({hidden} below confidence {snap.display_floor:g} not shown)", file=out)
+    print("\nerror clusters:", file=out)
+    for c in summary["error_clusters"][:10]:
+        print(f"  {c.count:>6,}  {pct(c.share_of_failures, 0):>4}  {c.trend:<8} "
+              f"{c.error_type}: {c.template[:90]}", file=out)
+    if not summary["error_clusters"]:
         print("  none", file=out)
     print("\nrecommendations:", file=out)
     for r in summary["recommendations"]:
-        print(f"  - {r}", file=out)
+        print(f"  - {rec_short(r)}  ({rec_details(r)})", file=out)
     if not summary["recommendations"]:
-        print("  none at the configured confidence threshold", file=out)
+        print(f"  none at confidence >= {snap.confidence_threshold:g}", file=out)
     return 0
 
 
@@ -290,14 +314,16 @@ async def cmd_thresholds(args: argparse.Namespace, out: IO[str]) -> int:
             lc = kit.config.learning
             summary = await kit.insights.generate_summary(lc.window_days)
             made = await kit.controller.apply(summary)
+            win = (f"the last {lc.window_days:g} days (learning.window_days, as the learning "
+                   "loop)")
             for c in made:
                 print(f"applied: {change_line(c)}", file=out)
             if not made:
                 wanted = summary["recommended_thresholds"]
-                print("nothing applied" + (f" (recommended {wanted}, held back by the guard "
-                                           "rails: see the log)" if wanted else
-                                           f": no threshold recommendation at confidence >= "
-                                           f"{lc.confidence_threshold}"), file=out)
+                print(f"nothing applied from {win}" + (
+                    f": recommended {wanted}, held back by the guard rails (see the log)"
+                    if wanted else f": no threshold recommendation at confidence >= "
+                    f"{lc.confidence_threshold:g}"), file=out)
         else:
             c = await kit.controller.rollback(args.name)
             print(f"rolled back: {change_line(c)}", file=out)
@@ -480,7 +506,7 @@ async def cmd_demo(args: argparse.Namespace, out: IO[str]) -> int:
           "share of offered issues attempted. Utility (success +1, failure -1, refused 0) "
           "says whether that trade paid.\n", file=out)
     args.config = str(workdir / "learnkit.toml")
-    args.days, args.watch, args.plain, args.times = 7.0, None, False, None
+    args.days, args.watch, args.plain, args.times = None, None, False, None
     await cmd_dashboard(args, out)
     cfg = workdir / "learnkit.toml"
     print(f"\nNext: learnkit --config {cfg} report --days 30 --detailed --output report.md",
@@ -516,14 +542,16 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(run=cmd_demo)
 
     s = sub.add_parser("dashboard", parents=[common], help="rates, trend, patterns, thresholds")
-    s.add_argument("--days", type=_days, default=7.0, help="window in days (default 7)")
+    s.add_argument("--days", type=_days,
+                   help="window in days (default: learning.window_days, 7 unless set)")
     s.add_argument("--watch", type=_seconds, metavar="SECONDS", help="refresh every SECONDS")
     s.add_argument("--plain", action="store_true", help="plain text even on a terminal")
     s.add_argument("--times", type=int, help=argparse.SUPPRESS)
     s.set_defaults(run=cmd_dashboard)
 
     s = sub.add_parser("report", parents=[common], help="a Markdown or HTML report")
-    s.add_argument("--days", type=_days, default=30.0, help="window in days (default 30)")
+    s.add_argument("--days", type=_days,
+                   help="window in days (default: learning.window_days, 7 unless set)")
     s.add_argument("--detailed", action="store_true",
                    help="add per-type and per-cluster sections with example messages")
     s.add_argument("--output", type=Path, metavar="FILE", help="write here (default: stdout)")
@@ -532,7 +560,8 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(run=cmd_report)
 
     s = sub.add_parser("insights", parents=[common], help="the analysis summary")
-    s.add_argument("--days", type=_days, default=7.0, help="window in days (default 7)")
+    s.add_argument("--days", type=_days,
+                   help="window in days (default: learning.window_days, 7 unless set)")
     s.add_argument("--json", action="store_true", help="machine-readable (see docs/cli.md)")
     s.set_defaults(run=cmd_insights)
 

@@ -54,8 +54,12 @@ class LearningConfig:
     practical_margin: float = 0.05
     #: False discovery rate controlled across one whole scan of patterns.
     fdr: float = 0.1
-    #: Days of outcomes each analysis of the learning loop looks at.
+    #: Days of outcomes each analysis of the learning loop looks at; also the
+    #: default window of the dashboard, reports, insights and ``thresholds apply``.
     window_days: float = 7.0
+    #: Views hide patterns below this confidence; between it and
+    #: ``confidence_threshold`` they are shown as *suggestive*, above as *strong*.
+    display_floor: float = 0.5
 
 
 @attrs.frozen
@@ -216,6 +220,8 @@ def _validate(cfg: Config, report: Any) -> None:
         v = getattr(lc, name)
         if not 0.0 < v < 1.0:
             report(f"learning.{name}", f"must lie strictly between 0 and 1, got {v}")
+    if not 0.0 <= lc.display_floor < 1.0:
+        report("learning.display_floor", f"must lie in [0, 1), got {lc.display_floor}")
     if not 0.0 <= lc.explore < 1.0:
         report("learning.explore", f"must lie in [0, 1), got {lc.explore}")
     if not (lc.failure_cost > 0 and math.isfinite(lc.failure_cost)):

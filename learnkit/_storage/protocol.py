@@ -191,6 +191,13 @@ class Store(Protocol):
         """Operations per (op_type, or "" unless ``by_type``; outcome) in ``[start, end)``."""
         ...
 
+    async def top_level_counts(
+        self, start: float, end: float, *, op_type: str | None = None
+    ) -> dict[str, int]:
+        """Operations with no parent per outcome in ``[start, end)`` (abandoned ones at
+        their start)."""
+        ...
+
     async def durations(
         self, start: float, end: float, *, op_type: str | None = None
     ) -> list[float]:

@@ -781,6 +781,24 @@ class SQLiteStore:
             ))
         return counts
 
+    async def top_level_counts(
+        self, start: float, end: float, *, op_type: str | None = None
+    ) -> dict[str, int]:
+        """Operations with no parent per outcome in ``[start, end)``, from rows (the
+        rollups do not know parents), through the ``ended_at`` index."""
+        type_sql, type_args = ("AND op_type = ?", [op_type]) if op_type else ("", [])
+        counts: dict[str, int] = {}
+        for o, n in await self.fetchall(
+            "SELECT outcome, count(*) FROM operations WHERE ended_at >= ? AND ended_at < ?"
+            f" AND parent_id IS NULL {type_sql} GROUP BY 1", [start, end, *type_args],
+        ) + await self.fetchall(
+            "SELECT outcome, count(*) FROM operations WHERE ended_at IS NULL"
+            " AND outcome = 'abandoned' AND started_at >= ? AND started_at < ?"
+            f" AND parent_id IS NULL {type_sql} GROUP BY 1", [start, end, *type_args],
+        ):
+            counts[o] = counts.get(o, 0) + n
+        return counts
+
     async def durations(
         self, start: float, end: float, *, op_type: str | None = None
     ) -> list[float]:

@@ -38,32 +38,51 @@ class Snapshot:
     now: float
     config_path: Path
     database_path: Path
+    #: The window every number is computed over, in days.
     days: float
+    #: ``learning.window_days``: the window the learning loop and
+    #: ``thresholds apply`` use (views say so when ``days`` differs).
+    window_days: float
+    #: Every operation in the window (per-outcome counts).
     rate: Rate
-    rate_7: Rate
-    rate_30: Rate
+    #: The headline: top-level operations only (no parent), in the window.
+    top: Rate
     by_type: dict[str, Rate]
+    #: Top-level operations, week by week, oldest first.
     trend: list[Rate]
+    #: Top-level operations, day by day over the window (week by week past 60 days).
+    series: list[Rate]
     summary: Summary
     thresholds: dict[str, ThresholdConfig]
     history: list[ThresholdChange]
     durations: dict[str, dict[float, float]]
+    confidence_threshold: float
+    display_floor: float
+    failure_cost: float
 
 
-async def collect(kit: Kit, days: float, *, weeks: int = 4, detailed: bool = False) -> Snapshot:
-    """Read what the dashboard or a report needs."""
+async def collect(kit: Kit, days: float | None = None, *, weeks: int = 4,
+                  detailed: bool = False) -> Snapshot:
+    """Read what the dashboard or a report needs (``days``: default ``window_days``)."""
+    lc = kit.config.learning
+    days = lc.window_days if days is None else days
     a = kit.analytics
     by_type = await a.get_rates_by_type(days)
     durations = {}
     if detailed:
         for t in by_type:
             durations[t] = await a.get_duration_percentiles(days, op_type=t)
+    summary = await kit.insights.generate_summary(days)  # flushes what is queued first
     return Snapshot(
         now=kit.now(), config_path=kit.config.path, database_path=kit.database.path,
-        days=days, rate=await a.get_rate(days), rate_7=await a.get_rate(7),
-        rate_30=await a.get_rate(30), by_type=by_type, trend=await a.get_weekly_trend(weeks),
-        summary=await kit.insights.generate_summary(days), thresholds=dict(kit.config.thresholds),
+        days=days, window_days=lc.window_days, rate=await a.get_rate(days),
+        top=await a.get_rate(days, top_level=True), by_type=by_type,
+        trend=await a.get_weekly_trend(weeks, top_level=True),
+        series=await a.get_series(days, step_days=1.0 if days <= 60 else 7.0),
+        summary=summary, thresholds=dict(kit.config.thresholds),
         history=await kit.controller.history(), durations=durations,
+        confidence_threshold=lc.confidence_threshold, display_floor=lc.display_floor,
+        failure_cost=lc.failure_cost,
     )
 
 
@@ -85,6 +104,130 @@ def rate_line(r: Rate) -> str:
     if r.rate is None:
         return "n/a (no successes or failures)"
     return f"{pct(r.rate)}  (95% CI {pct(r.low)}-{pct(r.high)}, n={r.n:,})"
+
+
+def window_text(snap: Snapshot) -> str:
+    """``last 7 days`` and, when the loop uses another window, what it uses."""
+    d = f"last {fmt_value(snap.days)} day{'s' if snap.days != 1 else ''}"
+    if snap.days != snap.window_days:
+        d += (f" (the learning loop and `thresholds apply` use {fmt_value(snap.window_days)}: "
+              "learning.window_days)")
+    return d
+
+
+def human_duration(seconds: float | None) -> str:
+    """``4.4 us``, ``12 ms``, ``4.2 s``, ``3 min 20 s``, ``2 h 05 min``: never ``4.39e-06 s``."""
+    if seconds is None or math.isnan(seconds):
+        return "n/a"
+    s = abs(seconds)
+    if s < 1e-3:
+        return f"{seconds * 1e6:.3g} us"
+    if s < 1:
+        return f"{seconds * 1e3:.3g} ms"
+    if s < 60:
+        return f"{seconds:.3g} s"
+    if s < 3600:
+        m, sec = divmod(round(seconds), 60)
+        return f"{m} min {sec:02d} s"
+    h, m = divmod(round(seconds / 60), 60)
+    return f"{h} h {m:02d} min"
+
+
+def tier(confidence: float | None, snap: Snapshot) -> str | None:
+    """``strong`` (at least confidence_threshold), ``suggestive`` (at least the
+    display floor), or None: hidden."""
+    c = confidence or 0.0
+    if c >= snap.confidence_threshold:
+        return "strong"
+    if c >= snap.display_floor:
+        return "suggestive"
+    return None
+
+
+def findings(snap: Snapshot) -> tuple[list[tuple[str, FailurePattern]], int]:
+    """The patterns a view shows as findings, strongest first, and how many were hidden.
+
+    Findings compare failure rates with and without a condition. Error
+    clusters are counts (shown as clusters), and shifts in the *mix* of
+    failures (a cluster's share of failures under a condition, which moves
+    whenever another kind of failure moves) are details of their cluster,
+    not findings.
+    """
+    shown, hidden = [], 0
+    for p in snap.summary["failure_patterns"]:
+        if p.kind == "error_cluster" or p.error_type is not None:
+            continue
+        t = tier(p.confidence, snap)
+        if t is None:
+            hidden += 1
+        else:
+            shown.append((t, p))
+    shown.sort(key=lambda tp: -(tp[1].confidence or 0.0))
+    return shown, hidden
+
+
+def short(p: FailurePattern) -> str:
+    """One short sentence for a finding; the numbers go beside it (:func:`details`)."""
+    who = p.op_type or "operations"
+    if p.kind == "change_point" and p.rate_before is not None and p.at is not None:
+        return (f"{who}: success rate went from {pct(p.rate_before, 0)} to "
+                f"{pct(p.rate_after, 0)} around {day(p.at)}")
+    if p.attribute is not None and p.failure_rate_in is not None:
+        cond = f"{p.attribute} {p.condition} {fmt_value(p.value)}"
+        return (f"{who} fails {pct(p.failure_rate_in, 0)} when {cond}, "
+                f"{pct(p.failure_rate_out, 0)} otherwise")
+    first = p.description.split(";")[0]
+    return first if len(first) <= 90 else first[:87] + "..."
+
+
+def details(p: FailurePattern) -> str:
+    """The evidence of a finding, compactly."""
+    bits = []
+    if p.interval_in is not None:
+        bits.append(f"{pct(p.interval_in[0], 0)}-{pct(p.interval_in[1], 0)} in")
+    if p.support is not None:
+        prev = "" if p.prevalence is None else f" ({pct(p.prevalence, 0)} of ops)"
+        bits.append(f"n={p.support:,}{prev}")
+    if p.lift is not None:
+        bits.append("lift inf" if p.lift == math.inf else f"lift {p.lift:.1f}")
+    if p.share_of_failures is not None:
+        bits.append(f"{pct(p.share_of_failures, 0)} of failures")
+    if p.q_value is not None:
+        bits.append(f"q={p.q_value:.2g}")
+    return ", ".join(bits)
+
+
+def rec_short(rec: Any) -> str:
+    """A recommendation in a few words: ``lower max_complexity from 7 to 6``."""
+    if rec.threshold is not None and rec.recommended is not None:
+        verb = "raise" if (rec.current is not None and rec.recommended > rec.current) else "lower"
+        return (f"{verb} {rec.threshold} from {fmt_value(rec.current)} to "
+                f"{fmt_value(rec.recommended)}")
+    return str(rec.message).split(":")[0].split(";")[0]
+
+
+def rec_details(rec: Any) -> str:
+    bits = [f"confidence {rec.confidence:.2f}"]
+    for k, ev in (rec.expected or {}).items():
+        b, a = ev.get("before"), ev.get("after")
+        if k == "utility":
+            bits.append(f"utility {signed(b)} -> {signed(a)}")
+        else:
+            bits.append(f"{k.replace('_', ' ')} {pct(b, 0)} -> {pct(a, 0)}")
+    return ", ".join(bits)
+
+
+def signed(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:+.2f}"
+
+
+def coverage_utility(r: Rate, cost: float) -> tuple[float | None, float | None]:
+    """Coverage (attempted / offered) and utility per offered operation of a window."""
+    s, f, k = r.successes, r.failures, r.counts.get("skipped", 0)
+    offered = s + f + k
+    if not offered:
+        return None, None
+    return (s + f) / offered, (s - cost * f) / offered
 
 
 def sparkline(rates: list[float | None]) -> str:
@@ -124,43 +267,50 @@ def _patterns(s: Summary, limit: int | None = None) -> list[FailurePattern]:
 def dashboard_text(snap: Snapshot) -> str:
     """The dashboard as stable plain text (what a pipe gets)."""
     s = snap.summary
-    out = [f"learnkit dashboard  {when(snap.now)}",
+    win = window_text(snap)
+    out = [f"learnkit dashboard  {when(snap.now)}  ({win})",
            f"config {snap.config_path}  database {snap.database_path}", ""]
-    out += ["Success rate",
-            f"  last 7 days    {rate_line(snap.rate_7)}",
-            f"  last 30 days   {rate_line(snap.rate_30)}", ""]
+    out += [f"Success rate, top-level operations ({win})",
+            f"  {rate_line(snap.top)}",
+            f"  all operations, nested ones included: {pct(snap.rate.rate)} "
+            f"(n={snap.rate.n:,})", ""]
     rates = [r.rate for r in snap.trend]
-    out.append(f"Weekly trend (oldest first, 0-100% scale)  {sparkline(rates)}")
+    out.append(f"Weekly trend, top-level operations (oldest first, 0-100% scale)  "
+               f"{sparkline(rates)}")
     for i, r in enumerate(snap.trend, 1):
-        out.append(f"  week {i} ({day(r.start)} to {day(r.end)})  {pct(r.rate)}  n={r.n:,}")
+        value = f"{pct(r.rate)}  n={r.n:,}" if r.n else "no data"
+        out.append(f"  week {i} ({day(r.start)} to {day(r.end)})  {value}")
     out.append("")
-    out.append(f"By operation type ({fmt_value(snap.days)} days)")
+    out.append(f"By operation type ({win})")
     if not snap.by_type:
         out.append("  none")
     for t, r in snap.by_type.items():
         out.append(f"  {t:<24} {pct(r.rate):>7}  n={r.n:,}")
     out.append("")
     counts = "  ".join(f"{k} {v:,}" for k, v in snap.rate.counts.items())
-    out += [f"Outcomes ({fmt_value(snap.days)} days)", f"  {counts}", ""]
-    out.append(f"Top failure patterns ({fmt_value(snap.days)} days, "
-               f"{s['tests']} hypotheses scanned)")
-    top = _patterns(s, 5)
-    if not top:
+    out += [f"Outcomes ({win})", f"  {counts}", ""]
+    shown, hidden = findings(snap)
+    out.append(f"Top failure patterns ({win}; {s['tests']} hypotheses scanned)")
+    if not shown:
         out.append("  none found")
-    for i, p in enumerate(top, 1):
-        out.append(f"  {i}. [{p.confidence or 0:.2f}] {p.description}")
+    for i, (t, p) in enumerate(shown[:5], 1):
+        out.append(f"  {i}. {t:<10} {short(p)}")
+        out.append(f"     {'':<10} confidence {p.confidence or 0:.2f}; {details(p)}")
+    if hidden:
+        out.append(f"  ({hidden} below confidence {snap.display_floor:g} not shown: "
+                   "learning.display_floor)")
     clusters = s["error_clusters"][:5]
-    out += ["", "Error clusters"]
+    out += ["", f"Error clusters ({win}; count, share of failures, trend)"]
     if not clusters:
         out.append("  none")
     for c in clusters:
         out.append(f"  {c.count:>6,}  {pct(c.share_of_failures, 0):>4}  {c.trend:<8} "
                    f"{c.error_type}: {c.template[:90]}")
-    out += ["", "Recommendations"]
+    out += ["", f"Recommendations ({win})"]
     if not s["recommendations"]:
-        out.append("  none at the current confidence threshold")
+        out.append(f"  none at confidence >= {snap.confidence_threshold:g}")
     for rec in s["recommendations"]:
-        out.append(f"  - [{rec.confidence:.2f}] {rec.message}")
+        out.append(f"  - {rec_short(rec)}  ({rec_details(rec)})")
     out += ["", "Thresholds"]
     if not snap.thresholds:
         out.append("  none configured")
@@ -171,8 +321,19 @@ def dashboard_text(snap: Snapshot) -> str:
     return "\n".join(out) + "\n"
 
 
+def _rate_style(r: float | None) -> str:
+    """Colour of a success rate: green when good, yellow middling, red bad."""
+    if r is None:
+        return "dim"
+    return "green" if r >= 0.8 else "yellow" if r >= 0.5 else "red"
+
+
 def dashboard_rich(snap: Snapshot, console: Console) -> None:
-    """The dashboard with colour and tables, for a terminal."""
+    """The dashboard with colour and tables, for a terminal.
+
+    Colour says good (green) and bad (red); rich drops colour when
+    ``NO_COLOR`` is set, and every colour has a word or number beside it.
+    """
     from rich.markup import escape
     from rich.panel import Panel
     from rich.table import Table
@@ -181,42 +342,60 @@ def dashboard_rich(snap: Snapshot, console: Console) -> None:
     # Everything below that comes from recorded data is Text, not markup:
     # error messages hold brackets ("[preauth]", even "[/x]").
     s = snap.summary
-    console.print(f"[bold]learnkit dashboard[/]  {when(snap.now)}  "
+    win = window_text(snap)
+    console.print(f"[bold]learnkit dashboard[/]  {when(snap.now)}  {escape(win)}  "
                   f"[dim]{escape(str(snap.config_path))}[/]")
     rates = Table.grid(padding=(0, 2))
-    rates.add_row("last 7 days", rate_line(snap.rate_7))
-    rates.add_row("last 30 days", rate_line(snap.rate_30))
-    trend = " ".join(pct(r.rate, 0) for r in snap.trend)
-    rates.add_row("weekly trend", f"[cyan]{sparkline([r.rate for r in snap.trend])}[/]  {trend}")
-    counts = "  ".join(f"{k} {v:,}" for k, v in snap.rate.counts.items())
-    rates.add_row(f"outcomes ({fmt_value(snap.days)}d)", counts)
-    console.print(Panel(rates, title="Success rate"))
-    types = Table("operation type", "success rate", "n", title=f"By type ({snap.days:g} days)")
+    rates.add_row("top-level operations",
+                  Text(rate_line(snap.top), style=_rate_style(snap.top.rate)))
+    rates.add_row("all, nested included", Text(f"{pct(snap.rate.rate)} (n={snap.rate.n:,})",
+                                               style="dim"))
+    trend = Text()
+    for r in snap.trend:
+        trend.append(sparkline([r.rate]) if r.n else "·", style=_rate_style(r.rate))
+    trend.append("  " + " ".join(pct(r.rate, 0) if r.n else "no data" for r in snap.trend))
+    rates.add_row("weekly trend", trend)
+    counts = Text()
+    for k, v in snap.rate.counts.items():
+        style = {"success": "green", "failure": "red", "abandoned": "red"}.get(k, "")
+        counts.append(f"{k} {v:,}  ", style=style if v else "dim")
+    rates.add_row("outcomes", counts)
+    console.print(Panel(rates, title=f"Success rate ({escape(win)})"))
+    types = Table("operation type", "success rate", "n", title=f"By type ({win})")
     for t, r in snap.by_type.items():
-        types.add_row(Text(t), pct(r.rate), f"{r.n:,}")
+        types.add_row(Text(t), Text(pct(r.rate), style=_rate_style(r.rate)), f"{r.n:,}")
     console.print(types)
-    pats = Table("conf.", "pattern", title="Top failure patterns", show_lines=False)
-    for p in _patterns(s, 5):
-        pats.add_row(f"{p.confidence or 0:.2f}", Text(p.description))
+    shown, hidden = findings(snap)
+    pats = Table("tier", "finding", "evidence", title="Top failure patterns",
+                 caption=(f"{hidden} below confidence {snap.display_floor:g} not shown"
+                          if hidden else None))
+    for t, p in shown[:5]:
+        pats.add_row(Text(t, style="bold red" if t == "strong" else "yellow"), Text(short(p)),
+                     Text(f"conf. {p.confidence or 0:.2f}; {details(p)}", style="dim"))
     if pats.row_count:
         console.print(pats)
     clusters = Table("count", "share", "trend", "cluster", title="Error clusters")
     for c in s["error_clusters"][:5]:
-        clusters.add_row(f"{c.count:,}", pct(c.share_of_failures, 0), c.trend,
+        trend_style = {"new": "red", "growing": "red", "fading": "green"}.get(c.trend, "")
+        clusters.add_row(f"{c.count:,}", pct(c.share_of_failures, 0),
+                         Text(c.trend, style=trend_style),
                          Text(f"{c.error_type}: {c.template[:80]}"))
     if clusters.row_count:
         console.print(clusters)
     recs = Text("\n").join(
-        Text.assemble((f"{r.confidence:.2f}", "bold"), " ", r.message)
+        Text.assemble((rec_short(r), "bold"), "  ", (rec_details(r), "dim"))
         for r in s["recommendations"]
     )
-    console.print(Panel(recs or Text("none at the current confidence threshold"),
+    console.print(Panel(recs or Text(f"none at confidence >= {snap.confidence_threshold:g}"),
                         title="Recommendations"))
-    lines = []
+    lines = Text()
     for name, th in snap.thresholds.items():
-        lines.append(threshold_line(name, th))
-        lines += [f"  {change_line(c)}" for c in snap.history if c.name == name][-3:]
-    console.print(Panel(Text("\n".join(lines) or "none configured"), title="Thresholds"))
+        lines.append(threshold_line(name, th) + "\n")
+        for ch in [h for h in snap.history if h.name == name][-3:]:
+            style = {"improved": "green", "worse": "red"}.get(ch.verdict or "", "")
+            lines.append(f"  {change_line(ch)}\n", style=style)
+    console.print(Panel(lines if snap.thresholds else Text("none configured"),
+                        title="Thresholds"))
 
 
 # -- reports --------------------------------------------------------------------------
@@ -269,33 +448,47 @@ def report_markdown(snap: Snapshot, *, detailed: bool = False) -> str:
     """A Markdown report: summary, trend, patterns, recommendations, thresholds."""
     s = snap.summary
     d = fmt_value(snap.days)
+    win = window_text(snap)
     out = [f"# learnkit report: last {d} days", "",
            f"Generated {when(snap.now)} from `{snap.database_path}` "
-           f"(config `{snap.config_path}`).", "", "## Summary", ""]
-    out += ["| | value |", "|---|---|", f"| Success rate ({d} days) | {rate_line(snap.rate)} |"]
-    for span, r in ((7, snap.rate_7), (30, snap.rate_30)):
-        if snap.days != span:
-            out.append(f"| Success rate ({span} days) | {rate_line(r)} |")
-    out.append(f"| Operations with an outcome | {s['sample_size']:,} |")
+           f"(config `{snap.config_path}`). Every number covers the {win}.", "",
+           "## Summary", ""]
+    out += ["| | value |", "|---|---|",
+            f"| Success rate, top-level operations | {rate_line(snap.top)} |",
+            f"| Success rate, all operations (nested included) | {rate_line(snap.rate)} |",
+            f"| Operations with an outcome (all) | {s['sample_size']:,} |"]
     for k, v in snap.rate.counts.items():
         out.append(f"| {k.capitalize()} | {v:,} |")
-    out += ["", f"{_count(len(_patterns(s)), 'failure pattern')} and "
-            f"{_count(len(s['error_clusters']), 'error cluster')} found; "
-            f"{_count(len(s['recommendations']), 'recommendation')} at confidence >= the "
-            f"configured threshold; {s['tests']} hypotheses scanned with the false discovery "
-            "rate controlled across all of them.", "", "## Weekly trend", "",
+    shown, hidden = findings(snap)
+    strong = sum(1 for t, _ in shown if t == "strong")
+    out += ["", f"{_count(strong, 'strong finding')} (confidence >= "
+            f"{snap.confidence_threshold:g}), {len(shown) - strong} suggestive (>= "
+            f"{snap.display_floor:g}), {hidden} hidden below that; "
+            f"{_count(len(s['error_clusters']), 'error cluster')}; "
+            f"{_count(len(s['recommendations']), 'recommendation')}; {s['tests']} hypotheses "
+            "scanned with the false discovery rate controlled across all of them.", "",
+            "## Weekly trend", "",
+            "Top-level operations, week by week (weeks end at the time of the report).", "",
             "| Week | From | To | Success rate | 95% CI | n | Change |",
             "|---|---|---|---|---|---|---|"]
     prev = None
     for i, r in enumerate(snap.trend, 1):
         change = "" if prev is None or r.rate is None else f"{(r.rate - prev) * 100:+.1f} pts"
         ci = "-" if r.low is None else f"{pct(r.low)}-{pct(r.high)}"
-        out.append(f"| {i} | {day(r.start)} | {day(r.end)} | {pct(r.rate)} | {ci} | {r.n:,} | "
+        rate = pct(r.rate) if r.n else "no data"
+        out.append(f"| {i} | {day(r.start)} | {day(r.end)} | {rate} | {ci} | {r.n:,} | "
                    f"{change} |")
         prev = r.rate if r.rate is not None else prev
     out += ["", "## Failure patterns", ""]
-    pats = _patterns(s)
-    out += [line for p in pats for line in _pattern_md(p)] or ["None found."]
+    if shown:
+        out += ["| Tier | Finding | Confidence | Evidence |", "|---|---|---|---|"]
+        out += [f"| {t} | {_md_escape(short(p))} | {p.confidence or 0:.2f} | "
+                f"{_md_escape(details(p))} |" for t, p in shown]
+    else:
+        out.append("None found.")
+    if hidden:
+        out += ["", f"{_count(hidden, 'pattern')} below confidence {snap.display_floor:g} "
+                "not shown (`learning.display_floor`)."]
     out += ["", "## Error clusters", ""]
     if s["error_clusters"]:
         out += ["| Failures | Share | Trend | Error type | Template | Operation types |",
@@ -305,10 +498,14 @@ def report_markdown(snap: Snapshot, *, detailed: bool = False) -> str:
     else:
         out.append("None.")
     out += ["", "## Recommendations", ""]
+    if snap.days != snap.window_days:
+        out += [f"For this {d}-day window. The learning loop and `learnkit thresholds apply` "
+                f"analyse the last {fmt_value(snap.window_days)} days (learning.window_days) "
+                "and may decide differently.", ""]
     if not s["recommendations"]:
-        out.append("None at the configured confidence threshold.")
+        out.append(f"None at confidence >= {snap.confidence_threshold:g}.")
     for rec in s["recommendations"]:
-        out.append(f"- **{rec.message}** (confidence {rec.confidence:.2f}, "
+        out.append(f"- **{rec_short(rec)}** (confidence {rec.confidence:.2f}, "
                    f"action `{rec.action}`)")
         if rec.expected:
             out.append("")
@@ -353,11 +550,11 @@ def _detailed_md(snap: Snapshot) -> list[str]:
                 "- outcomes: " + ", ".join(f"{k} {v:,}" for k, v in r.counts.items())]
         p = snap.durations.get(t) or {}
         if p:
-            out.append("- duration " + ", ".join(f"p{fmt_value(k)} {v:.3g} s"
+            out.append("- duration " + ", ".join(f"p{fmt_value(k)} {human_duration(v)}"
                                                  for k, v in p.items()))
-        mine = [x for x in _patterns(s) if x.op_type == t]
+        mine = [x for _, x in findings(snap)[0] if x.op_type == t]
         if mine:
-            out += ["", "Patterns:", ""]
+            out += ["", "Findings in full:", ""]
             out += [line for x in mine for line in _pattern_md(x)]
         out.append("")
     out += ["## Error clusters in detail", ""]
@@ -367,7 +564,18 @@ def _detailed_md(snap: Snapshot) -> list[str]:
                 f"{c.trend} ({c.previous_count:,} in the previous window)",
                 f"- first seen {when(c.first_seen)}, last seen {when(c.last_seen)}",
                 "- operation types: " + ", ".join(f"{t} ({n:,})" for t, n in c.op_types.items()),
-                f"- example: `{_md_escape(c.example[:300])}`", ""]
+                f"- example: `{_md_escape(c.example[:300])}`"]
+        mix = [p for p in s["failure_patterns"] if p.kind == "context"
+               and p.error_type == c.error_type and p.template == c.template
+               and tier(p.confidence, snap) is not None]
+        if mix:
+            out.append("- more common among failures when: " + "; ".join(
+                f"{p.attribute} {p.condition} {fmt_value(p.value)} "
+                f"({pct(p.failure_rate_in, 0)} of those failures, {pct(p.failure_rate_out, 0)} "
+                "otherwise)" for p in mix)
+                + " (the mix of failures, not the failure rate: it shifts whenever another "
+                  "kind of failure does)")
+        out.append("")
     return out
 
 
