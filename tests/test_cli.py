@@ -135,10 +135,13 @@ class TestReport:
     def test_html_report_is_self_contained(self, demo: Path, tmp_path: Path) -> None:
         """--format html: one page with inline SVG charts and nothing fetched."""
         target = tmp_path / "report.html"
-        code, _ = run("--config", str(demo), "report", "--output", str(target))
+        code, _ = run("--config", str(demo), "report", "--days", "30", "--output", str(target))
         assert code == 0
         page = target.read_text()
-        assert page.startswith("<!DOCTYPE html>") and page.count("<svg") == 2
+        assert page.startswith("<!DOCTYPE html>") and page.count("<svg") == 4
+        for label in ("success rate", "coverage (attempted / offered)", "Utility per offered",
+                      "95% interval", "max_complexity 8\u21927", "100%", "n="):
+            assert label in page
         assert "<table>" in page
         without_ns = page.replace('xmlns="http://www.w3.org/2000/svg"', "")
         assert "http://" not in without_ns and "https://" not in without_ns

@@ -579,45 +579,205 @@ def _detailed_md(snap: Snapshot) -> list[str]:
     return out
 
 
-def _svg_bars(values: list[tuple[str, float | None]], title: str, width: int = 520) -> str:
-    """A small bar chart (0-100%) as inline SVG."""
-    h, pad, n = 180, 30, max(len(values), 1)
-    bw = (width - 2 * pad) / n
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h + 40}" '
-             f'role="img" aria-label="{html.escape(title)}">',
-             f'<text x="{pad}" y="16" font-size="13">{html.escape(title)}</text>',
-             f'<line x1="{pad}" y1="{h + 20}" x2="{width - pad}" y2="{h + 20}" stroke="#999"/>']
-    for i, (label, v) in enumerate(values):
-        x = pad + i * bw + bw * 0.15
-        if v is not None:
-            bh = v * (h - 20)
-            parts.append(f'<rect x="{x:.1f}" y="{h + 20 - bh:.1f}" width="{bw * 0.7:.1f}" '
-                         f'height="{bh:.1f}" fill="#4878a8"/>')
-            parts.append(f'<text x="{x + bw * 0.35:.1f}" y="{h + 15 - bh:.1f}" font-size="11" '
-                         f'text-anchor="middle">{v:.0%}</text>')
-        parts.append(f'<text x="{x + bw * 0.35:.1f}" y="{h + 35}" font-size="11" '
-                     f'text-anchor="middle">{html.escape(label)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+_INK, _GRID, _MUTED = "#222", "#ddd", "#777"
+_BLUE, _GREEN, _ORANGE, _RED = "#2f6db3", "#2e8b57", "#d9822b", "#c0392b"
+
+
+def _esc(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def _short_day(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%b %d").replace(" 0", " ")
+
+
+class _Plot:
+    """An SVG plot area with a labelled y axis (0-100% unless told) and x labels."""
+
+    def __init__(self, title: str, width: int = 640, height: int = 230,
+                 y_min: float = 0.0, y_max: float = 1.0, y_label: str = "success rate",
+                 percent_axis: bool = True, top: int = 34, left: int = 56,
+                 bottom: int = 44) -> None:
+        self.w, self.h, self.top, self.left, self.right = width, height, top, left, 16
+        self.bottom = bottom
+        self.y_min, self.y_max, self.percent_axis = y_min, y_max, percent_axis
+        self.parts = [
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" role="img" aria-label="{_esc(title)}" '
+            'font-family="system-ui,sans-serif">',
+            f'<text x="{left}" y="18" font-size="14" font-weight="600" fill="{_INK}">'
+            f"{_esc(title)}</text>",
+            f'<text transform="translate(14 {top + self.ph / 2:.0f}) rotate(-90)" '
+            f'font-size="11" text-anchor="middle" fill="{_MUTED}">{_esc(y_label)}</text>',
+        ]
+        ticks = 4
+        for i in range(ticks + 1):
+            v = y_min + (y_max - y_min) * i / ticks
+            y = self.y(v)
+            label = f"{v:.0%}" if percent_axis else f"{v:+.2f}".replace("+0.00", "0")
+            self.parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - self.right}" '
+                              f'y2="{y:.1f}" stroke="{_GRID}"/>')
+            self.parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" '
+                              f'text-anchor="end" fill="{_MUTED}">{label}</text>')
+        self.parts.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + self.ph}" '
+                          f'stroke="{_INK}"/>')
+        base = self.y(max(y_min, min(0.0, y_max)) if not percent_axis else y_min)
+        self.parts.append(f'<line x1="{left}" y1="{base:.1f}" x2="{width - self.right}" '
+                          f'y2="{base:.1f}" stroke="{_INK}"/>')
+
+    @property
+    def ph(self) -> float:
+        return self.h - self.top - self.bottom
+
+    @property
+    def pw(self) -> float:
+        return self.w - self.left - self.right
+
+    def y(self, v: float) -> float:
+        v = min(max(v, self.y_min), self.y_max)
+        return self.top + self.ph * (1 - (v - self.y_min) / (self.y_max - self.y_min))
+
+    def text(self, x: float, y: float, t: str, *, size: int = 11, anchor: str = "middle",
+             fill: str = _INK) -> None:
+        self.parts.append(f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" '
+                          f'text-anchor="{anchor}" fill="{fill}">{_esc(t)}</text>')
+
+    def svg(self) -> str:
+        return "".join(self.parts) + "</svg>"
+
+
+def _svg_rates(title: str, items: list[tuple[str, Rate]]) -> str:
+    """Bars of success rates with 95% intervals; a window without data is labelled."""
+    plot = _Plot(title)
+    n = max(len(items), 1)
+    bw = plot.pw / n
+    for i, (label, r) in enumerate(items):
+        x0 = plot.left + i * bw
+        cx = x0 + bw / 2
+        if r.rate is None:
+            plot.parts.append(f'<rect x="{x0 + bw * 0.2:.1f}" y="{plot.top}" '
+                              f'width="{bw * 0.6:.1f}" height="{plot.ph:.1f}" fill="#f4f4f4" '
+                              'stroke="#ccc" stroke-dasharray="4 3"/>')
+            plot.text(cx, plot.top + plot.ph / 2, "no data", fill=_MUTED)
+        else:
+            y = plot.y(r.rate)
+            plot.parts.append(f'<rect x="{x0 + bw * 0.2:.1f}" y="{y:.1f}" '
+                              f'width="{bw * 0.6:.1f}" height="{plot.y(0) - y:.1f}" '
+                              f'fill="{_BLUE}" opacity="0.85"/>')
+            if r.low is not None and r.high is not None:
+                lo, hi = plot.y(r.low), plot.y(r.high)
+                plot.parts.append(
+                    f'<path d="M{cx:.1f} {lo:.1f}V{hi:.1f}M{cx - 6:.1f} {lo:.1f}h12'
+                    f'M{cx - 6:.1f} {hi:.1f}h12" stroke="{_INK}" stroke-width="1.5"/>')
+            plot.text(cx + 9, min(y, plot.y(r.high or r.rate)) - 4, f"{r.rate:.0%}",
+                      anchor="start")
+        plot.text(cx, plot.top + plot.ph + 16, label)
+        plot.text(cx, plot.top + plot.ph + 30, f"n={r.n:,}", size=10, fill=_MUTED)
+    plot.text(plot.w - plot.right, 18, "bars: success rate; whiskers: 95% interval",
+              size=10, anchor="end", fill=_MUTED)
+    return plot.svg()
+
+
+def _svg_story(snap: Snapshot) -> str:
+    """Success rate, coverage and utility per day, with threshold changes marked."""
+    series = snap.series
+    if not series:
+        return ""
+    t0, t1 = series[0].start, series[-1].end
+    top = _Plot("Success rate and coverage, with threshold changes", height=270,
+                y_label="share", bottom=64)
+    cost = snap.failure_cost
+    bottom = _Plot("Utility per offered operation (success +1, failure "
+                   f"-{fmt_value(cost)}, refused 0)", height=190, y_min=-cost, y_max=1.0,
+                   y_label="utility", percent_axis=False)
+
+    def x(plot: _Plot, t: float) -> float:
+        return plot.left + plot.pw * (t - t0) / (t1 - t0)
+
+    def line(plot: _Plot, values: list[float | None], colour: str, dash: str = "") -> None:
+        path, pen = [], "M"
+        for r, v in zip(series, values, strict=True):
+            if v is None:
+                pen = "M"
+                continue
+            cx = x(plot, (r.start + r.end) / 2)
+            path.append(f"{pen}{cx:.1f} {plot.y(v):.1f}")
+            pen = "L"
+            plot.parts.append(f'<circle cx="{cx:.1f}" cy="{plot.y(v):.1f}" r="2.5" '
+                              f'fill="{colour}"/>')
+        if path:
+            extra = f' stroke-dasharray="{dash}"' if dash else ""
+            plot.parts.append(f'<path d="{"".join(path)}" fill="none" stroke="{colour}" '
+                              f'stroke-width="2"{extra}/>')
+
+    cov_util = [coverage_utility(r, cost) for r in series]
+    for r in series:  # intervals of the daily success rate, as a light band per day
+        if r.low is not None and r.high is not None:
+            cx = x(top, (r.start + r.end) / 2)
+            top.parts.append(f'<line x1="{cx:.1f}" y1="{top.y(r.low):.1f}" x2="{cx:.1f}" '
+                             f'y2="{top.y(r.high):.1f}" stroke="{_BLUE}" stroke-opacity="0.3" '
+                             'stroke-width="5"/>')
+    line(top, [r.rate for r in series], _BLUE)
+    line(top, [c for c, _ in cov_util], _ORANGE, "6 3")
+    be = cost / (1 + cost)
+    top.parts.append(f'<line x1="{top.left}" y1="{top.y(be):.1f}" x2="{top.w - top.right}" '
+                     f'y2="{top.y(be):.1f}" stroke="{_RED}" stroke-dasharray="2 3"/>')
+    top.text(top.w - top.right - 2, top.y(be) - 4, f"break-even {be:.0%}", size=10,
+             anchor="end", fill=_RED)
+    line(bottom, [u for _, u in cov_util], _GREEN)
+    for plot in (top, bottom):
+        for ch in snap.history:
+            if not t0 <= ch.at <= t1:
+                continue
+            cx = x(plot, ch.at)
+            colour = _RED if ch.kind == "rollback" else _INK
+            plot.parts.append(f'<line x1="{cx:.1f}" y1="{plot.top}" x2="{cx:.1f}" '
+                              f'y2="{plot.top + plot.ph:.1f}" stroke="{colour}" '
+                              'stroke-dasharray="5 3"/>')
+            if plot is top:
+                plot.text(cx + 3, plot.top + 11, f"{ch.name} {fmt_value(ch.old_value)}→"
+                          f"{fmt_value(ch.new_value)}", size=10, anchor="start", fill=colour)
+        step = max(1, len(series) // 7)
+        for i, r in enumerate(series):
+            if i % step == 0:
+                plot.text(x(plot, (r.start + r.end) / 2), plot.top + plot.ph + 16,
+                          _short_day(r.start))
+        empty = sum(1 for r in series if not r.n)
+        if empty:
+            plot.text(plot.w - plot.right, plot.top + plot.ph + 32,
+                      f"{empty} day(s) without data: gaps in the lines", size=10,
+                      anchor="end", fill=_MUTED)
+    legend = [(_BLUE, "", "success rate (top-level; band: 95% interval)"),
+              (_ORANGE, "6 3", "coverage (attempted / offered)")]
+    lx = top.left
+    for colour, dash, label in legend:
+        extra = f' stroke-dasharray="{dash}"' if dash else ""
+        top.parts.append(f'<line x1="{lx}" y1="{top.h - 8}" x2="{lx + 22}" y2="{top.h - 8}" '
+                         f'stroke="{colour}" stroke-width="2"{extra}/>')
+        top.text(lx + 26, top.h - 4, label, size=10, anchor="start")
+        lx += 40 + 6 * len(label)
+    return top.svg() + bottom.svg()
 
 
 def report_html(snap: Snapshot, *, detailed: bool = False) -> str:
     """One self-contained HTML page: the Markdown report's content, with inline SVG charts."""
     s = snap.summary
-    trend = _svg_bars([(f"week {i}", r.rate) for i, r in enumerate(snap.trend, 1)],
-                      "Weekly success rate")
-    types = _svg_bars([(t[:14], r.rate) for t, r in snap.by_type.items()],
-                      f"Success rate by operation type ({fmt_value(snap.days)} days)")
+    trend = _svg_rates("Weekly success rate, top-level operations",
+                       [(f"{_short_day(r.start)}\u2013{_short_day(r.end)}", r) for r in snap.trend])
+    types = _svg_rates(f"Success rate by operation type, last {fmt_value(snap.days)} days",
+                       [(t[:18], r) for t, r in snap.by_type.items()])
+    story = _svg_story(snap)
     md = report_markdown(snap, detailed=detailed)
     body = _markdown_to_html(md)
     css = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;"
            "padding:0 1rem;color:#222}table{border-collapse:collapse;margin:.5rem 0}"
            "td,th{border:1px solid #ccc;padding:.25rem .5rem;text-align:left}"
-           "code{background:#f4f4f4;padding:0 .2rem}")
+           "code{background:#f4f4f4;padding:0 .2rem}svg{display:block;margin:.75rem 0;"
+           "max-width:100%;height:auto}")
+    charts = f"<div>{trend}{story}{types}</div>"
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>learnkit report</title><style>{css}</style></head><body>"
-            + body.replace("<h2>Weekly trend</h2>",
-                           f"<h2>Weekly trend</h2><div>{trend}{types}</div>", 1)
+            + body.replace("<h2>Weekly trend</h2>", f"<h2>Weekly trend</h2>{charts}", 1)
             + f"<p><small>{len(s['recommendations'])} recommendations; generated "
             f"{html.escape(when(snap.now))}.</small></p></body></html>\n")
 
