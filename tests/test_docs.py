@@ -40,3 +40,16 @@ def test_example_runs(name: str, index: int, code: str, tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"{name} block {index} failed:\n{proc.stderr}"
+
+
+def test_every_linked_file_is_committed() -> None:
+    """Relative links in README.md and docs/ name files that exist and git does not ignore."""
+    import re
+    import subprocess
+
+    for doc in FILES:
+        for target in re.findall(r"\]\(([^)#:]+)\)", doc.read_text()):
+            path = (doc.parent / target).resolve()
+            assert path.exists(), f"{doc.name} links to missing {target}"
+            ignored = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=ROOT)
+            assert ignored.returncode == 1, f"{doc.name} links to {target}, which git ignores"
