@@ -339,7 +339,7 @@ class _Reporter:
         self._time = time.monotonic
         self._label, self._total, self._unit, self._err = label, total, unit, err
         self._tty = _isatty(err)
-        self._next = self._time() + 5.0
+        self._next = self._time() + 1.0  # the first line after a second, then every 5
         self._progress: Any = None
         self._task: Any = None
 
