@@ -20,7 +20,7 @@ from .._errors import UnknownThresholdError
 from .._model import DAY
 from .advice import Advisor
 from .patterns import ErrorCluster, FailurePattern, Recommendation, Summary
-from .scan import TOP_CLUSTERS, Counts, Test
+from .scan import Scan
 
 if TYPE_CHECKING:
     from .._storage.protocol import WindowStats
@@ -110,74 +110,18 @@ class InsightsGenerator:
 
     def _analyse(self, ws: WindowStats, prev: WindowStats, days: float, offset: float) -> Summary:
         cfg = self.settings
-        scan = Advisor(cfg, self.thresholds)
-        counts = Counts(ws)
-        tests: list[Test] = []
+        scan = Scan(cfg, self.thresholds)
+        result = scan.run(ws, prev)
         total_counts: dict[str, int] = {}
-        for (_, _, o), n in ws.outcomes.items():
-            total_counts[o] = total_counts.get(o, 0) + n
-        overall = _rate(ws.start, ws.end, total_counts)
         per_type: dict[str, dict[str, int]] = {}
         for (t, _, o), n in ws.outcomes.items():
+            total_counts[o] = total_counts.get(o, 0) + n
             per_type.setdefault(t, {})[o] = per_type.setdefault(t, {}).get(o, 0) + n
+        overall = _rate(ws.start, ws.end, total_counts)
         rates_by_type = {t: _rate(ws.start, ws.end, c) for t, c in sorted(per_type.items())}
-
-        clusters, members = scan._clusters(ws, prev, counts, tests)
-        cluster_of = {m: cid for cid, ms in members.items() for m in ms}
-        by_cluster: dict[tuple[str, str, str, str], int] = {}
-        for (t, et, sig, attr, value), n in ws.error_context.items():
-            cid = cluster_of.get((et, sig))
-            if cid is not None:
-                key = (t, cid, attr, value)
-                by_cluster[key] = by_cluster.get(key, 0) + n
-        for t in counts.types():
-            scan._scan_context(t, counts, tests, None)
-            scan._scan_temporal(t, counts, tests)
-            # A cluster holding nearly all of a type's failures would only
-            # repeat the type's own patterns.
-            type_failures = counts.fail.get(t, 0)
-            top = sorted(
-                (c for c in clusters if c.op_types.get(t, 0) >= cfg.min_samples
-                 and c.op_types[t] < 0.9 * type_failures),
-                key=lambda c: -c.op_types[t],
-            )[:TOP_CLUSTERS]
-            for c in top:
-                scan._scan_context(t, counts, tests, (c, by_cluster))
-        threshold_tests = scan._scan_thresholds(counts, tests)
-
-        import numpy as np
-
-        from .statistics import benjamini_hochberg, storey_pi0
-
-        scan._pi0 = storey_pi0([x.p for x in tests])
-        qs: list[float] = (
-            [float(q) for q in benjamini_hochberg(np.array([x.p for x in tests]))]
-            if tests else []
-        )
-        for test, q in zip(tests, qs, strict=True):
-            test.q = q
-        patterns: list[FailurePattern] = []
-        merged_hours: dict[str, list[tuple[int, Test]]] = {}
-        growth_q: dict[str, float] = {}
-        for test in tests:
-            built = test.build(test.q)
-            if isinstance(built, FailurePattern):
-                patterns.append(built)
-            elif isinstance(built, tuple) and built[0] == "hour":
-                merged_hours.setdefault(built[1], []).append((built[2], test))
-            elif isinstance(built, tuple) and built[0] == "growth":
-                growth_q[built[1]] = built[2]
-        clusters = scan._growth_confidence(
-            [scan._with_growth(c, growth_q.get(c.id)) for c in clusters], scan._exposure)
-        for op_type, hours in merged_hours.items():
-            patterns.extend(scan._merge_hours(op_type, hours, counts))
-        patterns.sort(key=lambda p: (-(p.confidence or 0), p.q_value or 1))
-
-        recs = scan._threshold_recommendations(threshold_tests, counts)
-        moved = {r.threshold for r in recs if r.threshold is not None}
-        recs += scan._pattern_recommendations(patterns, clusters, moved)
-        recs.sort(key=lambda r: -r.confidence)
-        cluster_patterns = [scan._cluster_pattern(c) for c in clusters
+        recs = Advisor(scan).recommend(result)
+        clusters, patterns = result.clusters, result.patterns
+        cluster_patterns = [scan.cluster_pattern(c) for c in clusters
                             if c.count >= cfg.min_samples]
         return Summary(
             days=days,
@@ -197,6 +141,6 @@ class InsightsGenerator:
                 for r in recs
                 if r.threshold is not None and r.recommended is not None
             },
-            tests=len(tests),
+            tests=result.tests,
         )
 
