@@ -220,13 +220,11 @@ class Scan:
                 self._scan_context(t, counts, tests, (c, by_cluster))
         threshold_scans = self._scan_thresholds(counts, tests)
 
-        import numpy as np
-
         from .statistics import benjamini_hochberg, storey_pi0
 
         self._pi0 = storey_pi0([x.p for x in tests])
         qs: list[float] = (
-            [float(q) for q in benjamini_hochberg(np.array([x.p for x in tests]))]
+            [float(q) for q in benjamini_hochberg([x.p for x in tests])]
             if tests else []
         )
         for test, q in zip(tests, qs, strict=True):
@@ -545,9 +543,7 @@ class Scan:
         self, ws: WindowStats, prev: WindowStats, counts: Counts, tests: list[Test]
     ) -> tuple[list[ErrorCluster], dict[str, set[tuple[str, str]]]]:
         """Group failures by error type and mined template; test their growth."""
-        from scipy import stats
-
-        from .statistics import prob_greater
+        from .statistics import binomial_sf, prob_greater
 
         cfg = self.settings
         sigs_by_type: dict[str, set[str]] = {}
@@ -614,7 +610,7 @@ class Scan:
                 clusters[i] = attrs.evolve(cl, confidence=float(conf[i]), trend=trend)
                 if n_now >= cfg.min_samples and e_now and e_prev and n_now + n_prev > 0:
                     share = e_now / (e_now + e_prev)
-                    p = float(stats.binom.sf(n_now - 1, n_now + n_prev, share))
+                    p = binomial_sf(n_now - 1, n_now + n_prev, share)
                     tests.append(Test(p, _cluster_growth_marker(cl.id)))
         clusters.sort(key=lambda c: -c.count)
         return clusters, members
@@ -703,9 +699,9 @@ class Scan:
 
 def _p_below(a: float, b: float, x: float) -> float:
     """P(p < x) for p ~ Beta(a, b)."""
-    from scipy import stats
+    from .statistics import beta_cdf
 
-    return float(stats.beta.cdf(x, a, b))
+    return beta_cdf(x, a, b)
 
 
 def _context_sentence(

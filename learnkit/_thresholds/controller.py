@@ -347,7 +347,7 @@ class ThresholdController:
         return verdicts
 
     async def _measure(self, cfg: Config, th: ThresholdConfig, c: ThresholdChange) -> Verdict:
-        from scipy import stats
+        from .._insights.statistics import beta_cdf, normal_cdf
 
         db = self._db
         lc = cfg.learning
@@ -376,12 +376,12 @@ class ThresholdController:
         p_worse = p_better = 0.0
         if ub is not None and ua is not None and nb >= lc.min_samples:
             se = math.sqrt(vb / nb + va / na) or 1e-12
-            p_worse = float(stats.norm.cdf((ub - ua) / se))
+            p_worse = normal_cdf((ub - ua) / se)
             p_better = 1 - p_worse
         band_worse = 0.0
         if band["n"] >= lc.min_samples:
             s, f = band["successes"], band["failures"]
-            below = float(stats.beta.cdf(breakeven, 0.5 + s, 0.5 + f))
+            below = beta_cdf(breakeven, 0.5 + s, 0.5 + f)
             band_worse = 1 - below if c.kind == "lower" else below
         conf = lc.confidence_threshold
         if band_worse >= conf:

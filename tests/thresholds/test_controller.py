@@ -357,10 +357,12 @@ class TestLoop:
             first = await kit._store.meta_get("last_analysis")
             assert first is not None and float(first) == clock.now
         clock.advance(3601)
-        async with learnkit.open(p, clock=clock) as kit:
+        # The data is durable before the loop can run: otherwise the loop's
+        # first turn may analyse an empty window, and the test would race it.
+        async with learnkit.open(p, clock=clock, learning_loop=False) as kit:
             band_data(kit, start=clock.now - 5 * DAY, end=clock.now)
-            await kit.flush()
-            for _ in range(100):
+        async with learnkit.open(p, clock=clock) as kit:
+            for _ in range(600):  # a busy machine may take seconds to analyse
                 await asyncio.sleep(0.05)
                 if await kit.controller.history():
                     break
