@@ -23,7 +23,13 @@ from ._storage.writer import Writer, WriterStats
 from ._thresholds.admission import Admission, admit
 from ._thresholds.controller import ThresholdController
 from ._thresholds.loop import LearningLoop, LearningReport
-from ._tracking import OperationTracker, Recorder, _current, set_current
+from ._tracking import (
+    OperationTracker,
+    Recorder,
+    current_operation,
+    explored_mark,
+    set_current,
+)
 
 __all__ = ["Kit", "Thresholds", "open"]
 
@@ -169,11 +175,14 @@ class Kit:
             raise ValueError(f"ended_at ({end}) is before started_at ({started_at})")
         op = Operation(
             op_type, None if key is None else str(key), dict(context) if context else None,
-            float(started_at), 0.0, _current.get(),
+            float(started_at), 0.0, current_operation(),
         )
         op.ended_at = float(end)
         op.duration = float(end - started_at) if duration is None else float(duration)
         op.outcome = outcome
+        if outcome != "skipped":
+            # Work that kit.admit() admitted to explore, recorded afterwards.
+            op.admission = explored_mark(op_type)
         if outcome == "failure":
             op.error_type = error_type or "Failure"
         elif error_type is not None:

@@ -90,6 +90,15 @@ def current_operation() -> Operation | None:
     return _current.get()
 
 
+def explored_mark(op_type: str) -> float | None:
+    """Take the exploration mark ``kit.admit`` left for ``op_type`` in this task, if any."""
+    mark = _pending_admission.get()
+    if mark is not None and mark[0] == op_type:
+        _pending_admission.set(None)
+        return mark[1]
+    return None
+
+
 def _finish(
     op: Operation, exc: BaseException | None, kit: Recorder, will_wait: bool = False
 ) -> None:

@@ -504,13 +504,6 @@ class SQLiteStore:
         p.coerced = 0
         return fut
 
-    async def write_batch(
-        self, completed: Sequence[Operation], running: Sequence[Operation] = ()
-    ) -> int:
-        """Prepare and commit one batch; returns the rows touched."""
-        await self.reserve_ids(2 * (len(completed) + len(running)))
-        return await self.commit(self.prepare(completed, running))
-
     # -- reading -----------------------------------------------------------
 
     async def fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
