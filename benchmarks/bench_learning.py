@@ -2,15 +2,16 @@
 not tuned on?
 
     python benchmarks/bench_learning.py [--seeds 20] [--days 56] [--jobs 2] [--quick]
-                                        [--worlds lower-60,noise,...]
+                                        [--worlds lower-60,noise,...] [--via track|record]
 
 Each world is a simulated orchestrator on simulated time (``learnkit.open(clock=...)``):
 every day ``ops_per_day`` issues are offered, each with context attributes drawn at
 random and a true success probability that the world defines (and that may change on
 the middle day). learnkit decides admission with ``kit.admit`` (exploration included),
-the admitted work is tracked with ``learnkit.track`` (so explored work is marked), and
-the learning loop runs once per simulated day through ``kit.learn_once()``; nothing
-else of learnkit is used. Only public API; learnkit itself is not modified.
+the admitted work is tracked with ``learnkit.track`` (so explored work is marked; work
+written with ``kit.record`` does not carry the mark of ``kit.admit``, and ``--via record``
+shows what that costs), and the learning loop runs once per simulated day through
+``kit.learn_once()``. Only public API; learnkit itself is not modified.
 
 Every policy sees the same offered operations with the same outcomes (common random
 numbers: an operation succeeds when its uniform draw is below its true success
@@ -245,7 +246,9 @@ def offered(w: World, seed: int, days: int) -> list[list[tuple[tuple[int, ...], 
              for _ in range(w.ops_per_day)] for _ in range(days)]
 
 
-async def run_learnkit(w: World, seed: int, days: int, workdir: Path) -> dict[str, Any]:
+async def run_learnkit(
+    w: World, seed: int, days: int, workdir: Path, via: str = "track"
+) -> dict[str, Any]:
     import learnkit
     from learnkit import track
 
@@ -275,10 +278,17 @@ async def run_learnkit(w: World, seed: int, days: int, workdir: Path) -> dict[st
                     continue
                 t[3] += bool(adm.explored)
                 ok = u < w.p(a, period)
-                with track(OP, key=f"issue-{number}", **a) as op:
-                    clock.now += 5.0
-                    if not ok:
-                        op.fail("TestFailure", f"{1 + number % 9} unit tests failed")
+                msg = f"{1 + number % 9} unit tests failed"
+                if via == "record":
+                    kit.record(OP, outcome="success" if ok else "failure", key=f"issue-{number}",
+                               started_at=clock.now, ended_at=clock.now + 5.0, context=a,
+                               error_type=None if ok else "TestFailure",
+                               error_message=None if ok else msg)
+                else:
+                    with track(OP, key=f"issue-{number}", **a) as op:
+                        clock.now += 5.0
+                        if not ok:
+                            op.fail("TestFailure", msg)
                 t[0 if ok else 1] += 1
             clock.now = START + (day + 1) * DAY
             await kit.flush()
@@ -299,26 +309,33 @@ async def run_learnkit(w: World, seed: int, days: int, workdir: Path) -> dict[st
     return {"tally": tally, "daily": daily, "moves": moves}
 
 
-def fixed_counts(w: World, seed: int, days: int) -> dict[tuple[int, tuple[int, ...]], list[int]]:
-    """(period, cell) -> [successes, failures] if every offered operation were attempted."""
+def period_of(w: World, day: int, days: int) -> int:
+    """1 from the middle day on in a world that changes, else 0."""
+    return 1 if (w.p_after is not None and day >= days // 2) else 0
+
+
+Counts = dict[tuple[int, tuple[int, ...]], list[int]]
+
+
+def fixed_counts(w: World, seed: int, days: int) -> Counts:
+    """(day, cell) -> [successes, failures] if every offered operation were attempted."""
     names = list(w.attrs)
-    change = days // 2
-    out: dict[tuple[int, tuple[int, ...]], list[int]] = {}
+    out: Counts = {}
     for day, ops in enumerate(offered(w, seed, days)):
-        period = 1 if (w.p_after is not None and day >= change) else 0
+        period = period_of(w, day, days)
         for cell, u in ops:
             ok = u < w.p(dict(zip(names, cell, strict=True)), period)
-            out.setdefault((period, cell), [0, 0])[0 if ok else 1] += 1
+            out.setdefault((day, cell), [0, 0])[0 if ok else 1] += 1
     return out
 
 
-def one(name: str, seed: int, days: int) -> dict[str, Any]:
+def one(name: str, seed: int, days: int, via: str = "track") -> dict[str, Any]:
     # learnkit logs its rollbacks as warnings; the benchmark counts them instead.
     logging.getLogger("learnkit").addHandler(logging.NullHandler())
     logging.getLogger("learnkit").propagate = False
     w = WORLDS[name]
     with tempfile.TemporaryDirectory(prefix="learnbench-") as d:
-        lk = asyncio.run(run_learnkit(w, seed, days, Path(d)))
+        lk = asyncio.run(run_learnkit(w, seed, days, Path(d), via))
     lk["fixed"] = fixed_counts(w, seed, days)
     lk["seed"] = seed
     return lk
@@ -352,25 +369,40 @@ class Measure:
         return self.s / (self.s + self.f) if self.s + self.f else float("nan")
 
 
-def policy(w: World, counts: dict[tuple[int, tuple[int, ...]], list[int]],
-           admit: Callable[[int, tuple[int, ...]], bool], period: int | None = None) -> Measure:
+def policy(w: World, counts: Counts, admit: Callable[[int, tuple[int, ...]], bool],
+           days: int, period: int | None = None) -> Measure:
+    """A policy's outcomes on the offered operations; ``admit(day, cell)``."""
     m = Measure()
-    for (per, cell), (s, f) in counts.items():
-        if period is not None and per != period:
+    for (day, cell), (s, f) in counts.items():
+        if period is not None and period_of(w, day, days) != period:
             continue
-        if admit(per, cell):
+        if admit(day, cell):
             m.add(s, f, 0)
         else:
             m.add(0, 0, s + f)
     return m
 
 
-def oracle_admit(w: World) -> Callable[[int, tuple[int, ...]], bool]:
+def fixed(w: World, values: tuple[int, ...]) -> Callable[[int, tuple[int, ...]], bool]:
+    return lambda day, cell: admitted(w, values, cell)
+
+
+def oracle_admit(w: World, days: int) -> Callable[[int, tuple[int, ...]], bool]:
     names = list(w.attrs)
     be = w.breakeven
 
-    def admit(period: int, cell: tuple[int, ...]) -> bool:
-        return w.p(dict(zip(names, cell, strict=True)), period) > be
+    def admit(day: int, cell: tuple[int, ...]) -> bool:
+        return w.p(dict(zip(names, cell, strict=True)), period_of(w, day, days)) > be
+
+    return admit
+
+
+def path_admit(w: World, daily: list[tuple[int, ...]]) -> Callable[[int, tuple[int, ...]], bool]:
+    """learnkit's thresholds day by day (as learn_once left them), without exploring."""
+    initial = tuple(th.value for th in w.thresholds)
+
+    def admit(day: int, cell: tuple[int, ...]) -> bool:
+        return admitted(w, initial if day == 0 else daily[day - 1], cell)
 
     return admit
 
@@ -393,29 +425,27 @@ def report(w: World, runs: list[dict[str, Any]], days: int) -> dict[str, Any]:
     initial = tuple(th.value for th in w.thresholds)
     cands = candidates(w)
     # Best fixed in hindsight: highest mean utility over the seeds.
-    per_cand = {v: [policy(w, r["fixed"], lambda p, cell, v=v: admitted(w, v, cell)).utility(c)
-                    for r in runs] for v in cands}
+    per_cand = {v: [policy(w, r["fixed"], fixed(w, v), days).utility(c) for r in runs]
+                for v in cands}
     best = max(cands, key=lambda v: (statistics.mean(per_cand[v]), v))
-    rows: dict[str, list[Measure]] = {"learnkit": [], "no learning": [], "best fixed": [],
-                                      "oracle": []}
+    path = "learnkit's thresholds, no exploring"
+    rows: dict[str, list[Measure]] = {"learnkit": [], path: [], "no learning": [],
+                                      "best fixed": [], "oracle": []}
     after: dict[str, list[Measure]] = {k: [] for k in rows}
     for r in runs:
         lk = Measure()
         for t in r["tally"]:
             lk.add(t[0], t[1], t[2])
         rows["learnkit"].append(lk)
-        rows["no learning"].append(
-            policy(w, r["fixed"], lambda p, cell: admitted(w, initial, cell)))
-        rows["best fixed"].append(policy(w, r["fixed"], lambda p, cell: admitted(w, best, cell)))
-        rows["oracle"].append(policy(w, r["fixed"], oracle_admit(w)))
+        admits = {path: path_admit(w, r["daily"]), "no learning": fixed(w, initial),
+                  "best fixed": fixed(w, best), "oracle": oracle_admit(w, days)}
+        for k, admit in admits.items():
+            rows[k].append(policy(w, r["fixed"], admit, days))
         if w.p_after is not None:
             t = r["tally"][1]
             after["learnkit"].append(Measure(t[0], t[1], t[2]))
-            after["no learning"].append(
-                policy(w, r["fixed"], lambda p, cell: admitted(w, initial, cell), 1))
-            after["best fixed"].append(
-                policy(w, r["fixed"], lambda p, cell: admitted(w, best, cell), 1))
-            after["oracle"].append(policy(w, r["fixed"], oracle_admit(w), 1))
+            for k, admit in admits.items():
+                after[k].append(policy(w, r["fixed"], admit, days, 1))
 
     print(f"\n### {w.name}: {w.title}\n")
     print(f"Truth: {w.truth}. {len(runs)} seeds x {days} days x {w.ops_per_day} ops/day.")
@@ -435,8 +465,9 @@ def report(w: World, runs: list[dict[str, Any]], days: int) -> dict[str, Any]:
         ends[r["daily"][-1]] = ends.get(r["daily"][-1], 0) + 1
     end_txt = "end: " + ", ".join(f"{fmt_vals(k)} ({n})" for k, n in
                                   sorted(ends.items(), key=lambda kv: -kv[1]))
-    labels = {"learnkit": end_txt, "no learning": fmt_vals(initial),
-              "best fixed": fmt_vals(best), "oracle": "knows the true rates"}
+    labels = {"learnkit": end_txt, path: "learnkit's, day by day",
+              "no learning": fmt_vals(initial), "best fixed": fmt_vals(best),
+              "oracle": "knows the true rates"}
     for k, ms in rows.items():
         print(f"| {k} | {spread([m.utility(c) for m in ms])} | "
               f"{statistics.mean(m.coverage for m in ms):.1%} | "
@@ -467,6 +498,12 @@ def report(w: World, runs: list[dict[str, Any]], days: int) -> dict[str, Any]:
                      f"{ratio:.0%}), worst seed {min(shares):.0%}.")
     lines.append(f"learnkit below no learning in {below} of {len(runs)} seeds "
                  f"(mean difference {out['vs_nl']:+.3f}).")
+    u_path = statistics.mean(m.utility(c) for m in rows[path])
+    lines.append(
+        f"Where learnkit's utility goes, against the best fixed threshold "
+        f"({statistics.mean(u_lk) - statistics.mean(u_bf):+.3f}): its thresholds day by day, "
+        f"without exploring, {u_path - statistics.mean(u_bf):+.3f}; exploring "
+        f"{statistics.mean(u_lk) - u_path:+.3f}.")
     # Moves, and whether each went toward the best value for the world at that time.
     kinds = {"tighten": 0, "loosen": 0, "rollback": 0}
     wrong = {"tighten": 0, "loosen": 0, "rollback": 0}
@@ -502,32 +539,46 @@ def report(w: World, runs: list[dict[str, Any]], days: int) -> dict[str, Any]:
     out["moves"] = total
     out["explored"] = sum(r["tally"][0][3] + r["tally"][1][3] for r in runs) / n
     lines.append(f"Explored operations per seed: {out['explored']:.0f}.")
-    if w.name == "improves":
-        target = expected_best(w, 1)
-        back: list[int | None] = []
-        first_raise: list[int | None] = []
+    if w.p_after is None and not noise:
+        target_v = expected_best(w, 0)
+        if target_v != initial:
+            first_at = []
+            for r in runs:
+                hit = [d for d, v in enumerate(r["daily"]) if v == target_v]
+                first_at.append(hit[0] + 1 if hit else None)
+            got_at = [d for d in first_at if d is not None]
+            lines.append(
+                f"Days until the thresholds first reached {fmt_vals(target_v)}: "
+                + (f"median {statistics.median(got_at):.0f} ({min(got_at)} .. {max(got_at)}) "
+                   f"in {len(got_at)} of {n} seeds" if got_at else f"never in {n} seeds")
+                + f"; days at {fmt_vals(target_v)} out of {days}: "
+                f"{statistics.mean(sum(v == target_v for v in r['daily']) for r in runs):.0f} "
+                "on average.")
+    if w.p_after is not None and len(w.thresholds) == 1:
+        # Days of changed outcomes seen until the threshold reaches the new best value.
+        target = expected_best(w, 1)[0]
+        up = target > expected_best(w, 0)[0]
+        word, verb = ("up", "raise") if up else ("down", "tightening")
+        reach: list[int | None] = []
+        first: list[int | None] = []
         for r in runs:
-            b = None
-            for d in range(change - 1, days):
-                if all(x >= y for x, y in zip(r["daily"][d], target, strict=True)):
-                    b = d - (change - 1)
-                    break
-            back.append(b)
-            fr = [m[0] for m in r["moves"] if m[0] >= change - 1 and m[3] > m[2]]
-            first_raise.append(fr[0] - (change - 1) if fr else None)
-        got = [b for b in back if b is not None]
+            hit = [d for d in range(change - 1, days)
+                   if (r["daily"][d][0] >= target if up else r["daily"][d][0] <= target)]
+            reach.append(hit[0] - (change - 1) if hit else None)
+            fm = [m[0] for m in r["moves"] if m[0] >= change - 1 and (m[3] > m[2]) == up]
+            first.append(fm[0] - (change - 1) if fm else None)
+        got = [b for b in reach if b is not None]
         within = sum(b <= 7 for b in got)
-        at_change = [r["daily"][change - 1] for r in runs]
-        lowered = sum(v < initial for v in at_change)
+        already = sum(b == 0 for b in got)
         lines.append(
-            f"Back up to {fmt_vals(target)} after the change (days of improved outcomes seen, "
-            f"0 = it never went below): within 7 days in {within} of {n} seeds; "
-            + (f"median {statistics.median(got):.0f} days among the {len(got)} that got back; "
+            f"{word.capitalize()} to {target} after the change (days of changed outcomes seen; "
+            f"0 = already there on day {change}): within 7 days in {within} of {n} seeds "
+            f"({already} already there); "
+            + (f"median {statistics.median(got):.0f} days among the {len(got)} that got there; "
                if got else "") + f"never (in {days - change} days) in {n - len(got)}. "
-            f"{lowered} of {n} seeds were below {fmt_vals(target)} on day {change}. Days to the "
-            f"first raise after the change, per seed: "
-            + ", ".join("never" if x is None else str(x) for x in first_raise) + ".")
-        out["back"] = (within, n, back)
+            f"Days to the first {verb} after the change, per seed: "
+            + ", ".join("never" if x is None else str(x) for x in first) + ".")
+        out["reach"] = (word, target, within, n)
     for line in lines:
         print(f"\n{line}")
     return out
@@ -550,6 +601,10 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--worlds", default=",".join(WORLDS),
                     help=f"comma-separated, from: {', '.join(WORLDS)}")
+    ap.add_argument("--via", choices=("track", "record"), default="track",
+                    help="how admitted work is recorded: learnkit.track (default), or "
+                    "kit.record with explicit times, which does not carry the exploration mark "
+                    "of kit.admit (so explored work counts as ordinary work)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 2 seeds, 12 days, every world")
     args = ap.parse_args()
@@ -566,11 +621,13 @@ def main() -> None:
     tasks.sort(key=lambda t: -WORLDS[t[0]].ops_per_day)
     results: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(one, n, s, args.days): n for n, s in tasks}
+        futures = {pool.submit(one, n, s, args.days, args.via): n for n, s in tasks}
         for fut, n in futures.items():
             results[n].append(fut.result())
     print(f"# bench_learning: {args.seeds} seeds, {args.days} days, change on day "
-          f"{args.days // 2} ({time.perf_counter() - t0:.0f} s on {args.jobs} processes)")
+          f"{args.days // 2}, admitted work recorded with "
+          f"{'kit.record' if args.via == 'record' else 'learnkit.track'} "
+          f"({time.perf_counter() - t0:.0f} s on {args.jobs} processes)")
     print("\nPolicies: learnkit (kit.admit + daily kit.learn_once), no learning (initial "
           "threshold fixed), best fixed (one value per world, best mean utility in hindsight), "
           "oracle (attempts exactly what has positive expected utility under the true rates). "
@@ -587,9 +644,11 @@ def main() -> None:
         other = ""
         if s["world"] == "noise":
             other = f"threshold moves: {s['moves']} (goal 0)"
-        elif "back" in s:
-            within, n, _ = s["back"]
-            other = f"back up within 7 days: {within} of {n} seeds (goal all)"
+        elif "reach" in s:
+            word, target, within, n = s["reach"]
+            other = f"{word} to {target} within 7 days of the change: {within} of {n} seeds"
+            if word == "up":
+                other += " (goal all)"
         print(f"| {s['world']} | {share} | {s['below']} of {s['n']} | {other} |")
     sys.stdout.flush()
 

@@ -33,7 +33,7 @@ def test_bench_learning_quick() -> None:
     for policy in ("| learnkit |", "| no learning |", "| best fixed |", "| oracle |"):
         assert out.count(policy) == len(worlds)
     assert "### Goals (issue 10)" in out
-    assert "Threshold moves:" in out and "Back up to" in out
+    assert "Threshold moves:" in out and "Up to 10 after the change" in out
 
 
 def test_bench_calibration_quick() -> None:
