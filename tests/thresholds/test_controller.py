@@ -398,17 +398,22 @@ class TestLoop:
                 async with learnkit.open({str(p)!r}) as kit:
                     kit._live._check_every = 0.0
                     r = random.Random()
-                    end = time.time() + 6
-                    while time.time() < end:
-                        cx = r.randint(1, 5)
-                        kit.record("x", outcome="success", started_at=time.time(),
-                                   context={{"complexity": cx}})
-                        await asyncio.sleep(0.002)
+                    # Run for 6 s, and on a busy machine until the loops have
+                    # changed something (at most 90 s): analyses take longer there.
+                    start = time.time()
+                    while time.time() < start + 90:
+                        if time.time() > start + 6 and await kit.controller.history():
+                            break
+                        for _ in range(50):
+                            cx = r.randint(1, 5)
+                            kit.record("x", outcome="success", started_at=time.time(),
+                                       context={{"complexity": cx}})
+                            await asyncio.sleep(0.002)
             asyncio.run(main())
         """)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         procs = [subprocess.Popen([sys.executable, "-c", script], env=env) for _ in range(2)]
-        assert [pr.wait(timeout=120) for pr in procs] == [0, 0]
+        assert [pr.wait(timeout=180) for pr in procs] == [0, 0]
         conn = sqlite3.connect(tmp_path / "learnkit.db")
         changes = conn.execute(
             "SELECT old_value, new_value FROM threshold_changes ORDER BY at, id").fetchall()
