@@ -77,7 +77,9 @@ def _isatty(stream: IO[str]) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def _kit(args: argparse.Namespace, *, need_data: bool = True) -> Any:
+async def _kit(
+    args: argparse.Namespace, *, need_data: bool = True, read_only: bool = True
+) -> Any:
     """Open the kit for a read command, refusing a missing or empty database."""
     cfg = learnkit.load_config(args.config)
     if need_data and not cfg.database_path.exists():
@@ -85,7 +87,8 @@ async def _kit(args: argparse.Namespace, *, need_data: bool = True) -> Any:
             f"no database at {cfg.database_path} yet: nothing has been recorded; run your "
             "instrumented program, `learnkit import FILE`, or `learnkit demo`"
         )
-    async with learnkit.open(args.config, learning_loop=False) as kit:
+    read_only = read_only and cfg.database_path.exists()  # nothing to read: create it
+    async with learnkit.open(args.config, learning_loop=False, read_only=read_only) as kit:
         if need_data:
             if not await kit.database.store.has_operations():
                 raise CliError(
@@ -264,7 +267,8 @@ async def cmd_thresholds(args: argparse.Namespace, out: IO[str]) -> int:
         raise CliError("thresholds rollback needs the threshold's NAME", 2)
     if action != "rollback" and args.name:
         raise CliError(f"`thresholds {action}` takes no name", 2)
-    async with _kit(args, need_data=action == "apply") as kit:
+    async with _kit(args, need_data=action == "apply",
+                    read_only=action not in ("apply", "rollback")) as kit:
         if action == "show":
             if not kit.config.thresholds:
                 print(f"no thresholds in {kit.config.path}", file=out)
@@ -320,7 +324,7 @@ async def cmd_import(args: argparse.Namespace, out: IO[str]) -> int:
     if not good:
         raise CliError(f"{path} holds no records to import")
     learnkit.load_config(args.config)
-    async with _kit(args, need_data=False) as kit:
+    async with _kit(args, need_data=False, read_only=False) as kit:
         with _progress(f"importing {path.name}", len(good), _isatty(sys.stderr)) as step:
             for i, (_, record) in enumerate(good, 1):
                 kit.record(**record)

@@ -23,6 +23,7 @@ __all__ = [
     "Config",
     "LearningConfig",
     "LiveConfig",
+    "PrivacyConfig",
     "StorageConfig",
     "ThresholdConfig",
     "load_config",
@@ -75,6 +76,18 @@ class StorageConfig:
 
 
 @attrs.frozen
+class PrivacyConfig:
+    """The ``[privacy]`` table: credentials scrubbed from records before storage."""
+
+    #: Replace credential-looking text and context values with ``[REDACTED]``.
+    scrub: bool = True
+    #: Extra regular expressions whose matches are replaced, beside the built-in ones.
+    patterns: list[str] = attrs.Factory(list)
+    #: Context keys never treated as credentials although their name suggests one.
+    safe_keys: list[str] = attrs.Factory(list)
+
+
+@attrs.frozen
 class ThresholdConfig:
     """One ``[thresholds.NAME]`` table: a gate the controller may move."""
 
@@ -103,6 +116,7 @@ class Config:
     learning: LearningConfig = attrs.Factory(LearningConfig)
     storage: StorageConfig = attrs.Factory(StorageConfig)
     thresholds: dict[str, ThresholdConfig] = attrs.Factory(dict)
+    privacy: PrivacyConfig = attrs.Factory(PrivacyConfig)
     #: The file it came from (not a key in the file).
     path: Path = attrs.field(default=Path("learnkit.toml"), kw_only=True)
     #: SHA-256 of the file's bytes when read, to detect edits made since.
@@ -117,7 +131,7 @@ class Config:
         return p if p.is_absolute() else self.path.parent / p
 
 
-_OWNED = ("learning", "storage", "thresholds")
+_OWNED = ("learning", "storage", "thresholds", "privacy")
 
 
 def _strict(kind: type, accept: tuple[type, ...], name: str) -> Any:
@@ -198,17 +212,49 @@ def _problem(message: str) -> str:
 
 
 def _valid_keys(table: str) -> str:
-    cls: type | None = {"learning": LearningConfig, "storage": StorageConfig}.get(table)
+    cls: type | None = {
+        "learning": LearningConfig, "storage": StorageConfig, "privacy": PrivacyConfig,
+    }.get(table)
     if table.startswith("thresholds.") and table.count(".") == 1:
         cls = ThresholdConfig
     elif table == "":
-        return "; valid tables: learning, storage, thresholds"
+        return "; valid tables: learning, storage, thresholds, privacy"
     if cls is None:
         return ""
     return "; valid keys: " + ", ".join(f.name for f in attrs.fields(cls))
 
 
+#: Upper bounds of numbers whose unbounded values would crash or hang later.
+_RANGES = {
+    "learning.analysis_interval": 366 * 86400.0,
+    "learning.window_days": 3660.0,
+    "learning.failure_cost": 1e6,
+    "learning.min_samples": 10**9,
+    "storage.busy_timeout": 3600.0,
+    "storage.flush_interval": 3600.0,
+    "storage.batch_size": 1_000_000,
+    "storage.max_queue": 100_000_000,
+}
+
+
 def _validate(cfg: Config, report: Any) -> None:
+    for table in ("learning", "storage"):
+        section = getattr(cfg, table)
+        for f in attrs.fields(type(section)):
+            v = getattr(section, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            key = f"{table}.{f.name}"
+            if not math.isfinite(v):
+                report(key, f"must be a finite number, got {v}")
+            top = _RANGES.get(key)
+            if top is not None and v > top:
+                report(key, f"must be at most {top:g}, got {v:g}")
+    for tname, t in cfg.thresholds.items():
+        for name in ("value", "min", "max", "step"):
+            v = getattr(t, name)
+            if v is not None and not math.isfinite(v):
+                report(f"thresholds.{tname}.{name}", f"must be a finite number, got {v}")
     lc = cfg.learning
     if lc.min_samples < 1:
         report("learning.min_samples", f"must be at least 1, got {lc.min_samples}")
@@ -233,6 +279,11 @@ def _validate(cfg: Config, report: Any) -> None:
     for name in ("busy_timeout", "flush_interval"):
         if not getattr(sc, name) > 0:
             report(f"storage.{name}", "must be a positive number of seconds")
+    for i, pattern in enumerate(cfg.privacy.patterns):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            report(f"privacy.patterns[{i}]", f"is not a regular expression: {exc}")
     for tname, t in cfg.thresholds.items():
         base = f"thresholds.{tname}"
         if not t.attribute:

@@ -12,6 +12,7 @@ import functools
 import inspect
 import itertools
 import logging
+import os
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar, overload
 import attrs
 
 from ._errors import UnknownOperationError
-from ._model import Operation, error_type_name
+from ._model import Operation, clean_message, error_type_name, valid_time
 from ._thresholds.admission import pending as _pending_admission
 
 if TYPE_CHECKING:
@@ -65,6 +66,15 @@ def set_current(kit: Recorder | None, *, remove: Recorder | None = None) -> None
     if kit is not None:
         _State.kits.append(kit)
     _State.kit = _State.kits[-1] if _State.kits else None
+
+
+def _after_fork_in_child() -> None:
+    for recorder in _State.kits:
+        recorder.writer.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _untracked(name: str) -> None:
@@ -112,7 +122,7 @@ def _finish(
         op.outcome = "failure"
         op.error_type = error_type_name(type(exc))
         try:
-            op.error_message = str(exc)
+            op.error_message = clean_message(str(exc))
         except Exception:  # a broken __str__ must not hide the user's exception
             op.error_message = f"<unprintable {op.error_type}>"
     else:
@@ -122,6 +132,9 @@ def _finish(
         op.error_type = error_type_name(type(exc))
     writer = kit.writer
     writer.live.pop(op, None)
+    if not valid_time(op.ended_at):
+        writer.reject(op, f"the clock returned {op.ended_at!r}, not Unix seconds")
+        return
     writer.submit(op, will_wait=will_wait)
 
 
@@ -172,13 +185,12 @@ def _key_and_context(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     name: str,
-) -> tuple[str | None, dict[str, Any] | None]:
-    k: str | None = None
+) -> tuple[Any, dict[str, Any] | None]:
+    k: Any = None
     c: dict[str, Any] | None = None
     try:
         if key is not None:
-            v = key(args, kwargs)
-            k = None if v is None else str(v)
+            k = key(args, kwargs)
     except Exception as exc:  # the user's callable is learnkit's fault here
         log.warning("learnkit: key callable of %s raised %r; recorded without a key",
                     name, exc)
@@ -244,6 +256,9 @@ def _wrap(
             if op.outcome == "running":
                 op.outcome = "success"
             writer.live.pop(op, None)
+            if not valid_time(op.ended_at):
+                writer.reject(op, f"the clock returned {op.ended_at!r}, not Unix seconds")
+                return result
             writer.submit(op, will_wait=True)
             if writer.full:
                 await writer.wait_for_room()
@@ -441,8 +456,7 @@ class OperationTracker:
         """
         kit = self._recorder
         op = Operation(
-            op_type, None if key is None else str(key), dict(context) if context else None,
-            kit.clock(), _perf(), _current.get(),
+            op_type, key, context, kit.clock(), _perf(), _current.get(),
         )
         _mark_explored(op)
         kit.writer.live[op] = None
@@ -472,7 +486,7 @@ class OperationTracker:
                 "that start_operation() returned, once"
             )
         if context:
-            op.set(**context)
+            op.add_context(context)
         if cancelled:
             op.outcome = "cancelled"
         elif not success:
