@@ -106,8 +106,15 @@ class Kit:
 
     @property
     def config(self) -> Config:
-        """The configuration in force (follows edits of the file, checked once a second)."""
-        return self._live.config
+        """The configuration in force (follows edits of the file, checked once a second).
+
+        ``kit.config.update(max_complexity=6)`` sets threshold values by hand
+        through the controller (see :meth:`Config.update`).
+        """
+        cfg = self._live.config
+        if cfg._updater is None:
+            cfg.bind(self.controller.update)
+        return cfg
 
     async def _open(self) -> None:
         await self._store.open()
@@ -237,6 +244,7 @@ class Kit:
             await asyncio.gather(self._loop_task, return_exceptions=True)
             self._loop_task = None
         try:
+            await self.controller.drain()
             await self._writer.aclose()
         finally:
             await self._store.aclose()
