@@ -153,7 +153,8 @@ class Config:
 
     def bind(self, updater: Callable[[Mapping[str, Number]], Awaitable[list[Any]]]) -> None:
         """Let :meth:`update` change thresholds through ``updater`` (the kit does this)."""
-        object.__setattr__(self, "_updater", updater)
+        if self._updater is not updater:
+            object.__setattr__(self, "_updater", updater)
 
 
 _OWNED = ("learning", "storage", "thresholds")

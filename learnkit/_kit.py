@@ -101,6 +101,8 @@ class Kit:
             self.database, log, on_change=self.insights.invalidate
         )
         self._learning = LearningLoop(self.database, self.insights, self.controller)
+        #: What ``kit.config.update`` calls (bound once: the identity is checked).
+        self._update = self.controller.update
         self.thresholds = Thresholds(self._live)
         self._closed = True
 
@@ -112,8 +114,7 @@ class Kit:
         through the controller (see :meth:`Config.update`).
         """
         cfg = self._live.config
-        if cfg._updater is None:
-            cfg.bind(self.controller.update)
+        cfg.bind(self._update)
         return cfg
 
     async def _open(self) -> None:
