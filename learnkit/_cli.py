@@ -289,8 +289,6 @@ async def cmd_thresholds(args: argparse.Namespace, out: IO[str]) -> int:
         elif action == "apply":
             lc = kit.config.learning
             summary = await kit.insights.generate_summary(lc.window_days)
-            print(f"analysed the last {lc.window_days:g} days (learning.window_days, the "
-                  "default window of every analysis)", file=out)
             made = await kit.controller.apply(summary)
             for c in made:
                 print(f"applied: {change_line(c)}", file=out)
@@ -300,6 +298,8 @@ async def cmd_thresholds(args: argparse.Namespace, out: IO[str]) -> int:
                                            "rails: see the log)" if wanted else
                                            f": no threshold recommendation at confidence >= "
                                            f"{lc.confidence_threshold}"), file=out)
+            print(f"analysed the last {lc.window_days:g} days (learning.window_days, the "
+                  "default window of every analysis)", file=out)
         else:
             c = await kit.controller.rollback(args.name)
             print(f"rolled back: {change_line(c)}", file=out)
