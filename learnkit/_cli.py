@@ -114,6 +114,8 @@ def _positive(unit: str) -> Callable[[str], float]:
 
 
 _days = _positive("days")
+#: One default window for every analysis: the API's, the loop's and these commands'.
+WINDOW_HELP = "window in days (default: learning.window_days in learnkit.toml, 7 unless set)"
 _seconds = _positive("seconds")
 
 
@@ -200,7 +202,7 @@ async def cmd_dashboard(args: argparse.Namespace, out: IO[str]) -> int:
     times = 0
     async with _kit(args) as kit:
         while True:
-            snap = await collect(kit, args.days)
+            snap = await collect(kit, kit.insights.window(args.days))
             if rich:
                 from rich.console import Console
 
@@ -223,7 +225,7 @@ async def cmd_report(args: argparse.Namespace, out: IO[str]) -> int:
     fmt = args.format or ("html" if args.output and args.output.suffix in (".html", ".htm")
                           else "md")
     async with _kit(args) as kit:
-        snap = await collect(kit, args.days, detailed=args.detailed)
+        snap = await collect(kit, kit.insights.window(args.days), detailed=args.detailed)
     render = report_html if fmt == "html" else report_markdown
     _write_output(args.output, render(snap, detailed=args.detailed), out)
     return 0
@@ -243,7 +245,7 @@ async def cmd_insights(args: argparse.Namespace, out: IO[str]) -> int:
         return 0
     from ._views.render import pct
 
-    print(f"last {args.days:g} days: success rate {pct(summary['success_rate'])} over "
+    print(f"last {summary['days']:g} days: success rate {pct(summary['success_rate'])} over "
           f"{summary['sample_size']:,} operations; {summary['tests']} hypotheses scanned",
           file=out)
     print("\nfailure patterns:", file=out)
@@ -300,6 +302,8 @@ async def cmd_thresholds(args: argparse.Namespace, out: IO[str]) -> int:
                                            "rails: see the log)" if wanted else
                                            f": no threshold recommendation at confidence >= "
                                            f"{lc.confidence_threshold}"), file=out)
+            print(f"analysed the last {lc.window_days:g} days (learning.window_days, the "
+                  "default window of every analysis)", file=out)
         else:
             c = await kit.controller.rollback(args.name)
             print(f"rolled back: {change_line(c)}", file=out)
@@ -411,14 +415,14 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(run=cmd_demo)
 
     s = sub.add_parser("dashboard", parents=[common], help="rates, trend, patterns, thresholds")
-    s.add_argument("--days", type=_days, default=7.0, help="window in days (default 7)")
+    s.add_argument("--days", type=_days, help=WINDOW_HELP)
     s.add_argument("--watch", type=_seconds, metavar="SECONDS", help="refresh every SECONDS")
     s.add_argument("--plain", action="store_true", help="plain text even on a terminal")
     s.add_argument("--times", type=int, help=argparse.SUPPRESS)
     s.set_defaults(run=cmd_dashboard)
 
     s = sub.add_parser("report", parents=[common], help="a Markdown or HTML report")
-    s.add_argument("--days", type=_days, default=30.0, help="window in days (default 30)")
+    s.add_argument("--days", type=_days, help=WINDOW_HELP)
     s.add_argument("--detailed", action="store_true",
                    help="add per-type and per-cluster sections with example messages")
     s.add_argument("--output", type=Path, metavar="FILE", help="write here (default: stdout)")
@@ -427,7 +431,7 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(run=cmd_report)
 
     s = sub.add_parser("insights", parents=[common], help="the analysis summary")
-    s.add_argument("--days", type=_days, default=7.0, help="window in days (default 7)")
+    s.add_argument("--days", type=_days, help=WINDOW_HELP)
     s.add_argument("--json", action="store_true", help="machine-readable (see docs/cli.md)")
     s.set_defaults(run=cmd_insights)
 

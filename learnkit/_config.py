@@ -8,6 +8,7 @@ import math
 import re
 import time
 import tomllib
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,7 +16,7 @@ import attrs
 import cattrs
 from cattrs.preconf.tomllib import make_converter
 
-from ._errors import ConfigError, ConfigNotFoundError
+from ._errors import ConfigError, ConfigNotFoundError, LearnkitError
 
 log = logging.getLogger("learnkit")
 
@@ -123,12 +124,51 @@ class Config:
     digest: str = attrs.field(default="", kw_only=True)
     #: The whole parsed document, including tables learnkit does not own.
     document: dict[str, Any] = attrs.field(factory=dict, kw_only=True, repr=False)
+    #: Set by an open kit on the config it hands out (``kit.config``): what
+    #: :meth:`update` calls. Not data: not compared, copied or written.
+    _updater: Callable[[Mapping[str, Number]], Awaitable[list[Any]]] | None = attrs.field(
+        default=None, init=False, eq=False, repr=False)
 
     @property
     def database_path(self) -> Path:
         """The store's file, resolved against the config file's directory."""
         p = Path(self.storage.path).expanduser()
         return p if p.is_absolute() else self.path.parent / p
+
+    def update(self, **values: Number) -> Awaitable[list[Any]]:
+        """Set threshold values by hand: ``kit.config.update(max_complexity=6)``.
+
+        The specification's ``config.update(...)``. Each value goes through the
+        controller's path: checked against the threshold's ``min``, ``max``
+        and ``step`` (all values are checked before any is written), written
+        to learnkit.toml atomically under the file lock, put in force at once,
+        and recorded in the history as a ``manual`` change.
+
+        The change is made before this returns, so a call without ``await``
+        (as the specification writes it) works. Awaiting the result waits
+        until the change is recorded in the store and gives the recorded
+        :class:`ThresholdChange` list (empty when every value was already in
+        force); unawaited, the record is written in the background and is
+        durable when the kit closes. Must be called on the kit's event loop.
+
+        Raises:
+            UnknownThresholdError: a name is not a ``[thresholds.NAME]`` table.
+            ValueError: a value is not a number, is outside ``[min, max]``, or
+                moves further than ``step``; nothing is changed.
+            ConfigError: learnkit.toml is invalid now; it is left untouched.
+            LearnkitError: this config is not one an open kit handed out.
+        """
+        if self._updater is None:
+            raise LearnkitError(
+                "this Config is not bound to an open kit; call kit.config.update(...) "
+                "on the kit that should change learnkit.toml"
+            )
+        return self._updater(values)
+
+    def bind(self, updater: Callable[[Mapping[str, Number]], Awaitable[list[Any]]]) -> None:
+        """Let :meth:`update` change thresholds through ``updater`` (the kit does this)."""
+        if self._updater is not updater:
+            object.__setattr__(self, "_updater", updater)
 
 
 _OWNED = ("learning", "storage", "thresholds", "privacy")

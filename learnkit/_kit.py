@@ -118,13 +118,21 @@ class Kit:
             self.database, log, on_change=self.insights.invalidate
         )
         self._learning = LearningLoop(self.database, self.insights, self.controller)
+        #: What ``kit.config.update`` calls (bound once: the identity is checked).
+        self._update = self.controller.update
         self.thresholds = Thresholds(self._live)
         self._closed = True
 
     @property
     def config(self) -> Config:
-        """The configuration in force (follows edits of the file, checked once a second)."""
-        return self._live.config
+        """The configuration in force (follows edits of the file, checked once a second).
+
+        ``kit.config.update(max_complexity=6)`` sets threshold values by hand
+        through the controller (see :meth:`Config.update`).
+        """
+        cfg = self._live.config
+        cfg.bind(self._update)
+        return cfg
 
     async def _open(self) -> None:
         await self._store.open()
@@ -309,6 +317,7 @@ class Kit:
             await self._store.aclose()
             return
         try:
+            await self.controller.drain()
             await self._writer.aclose(timeout)
         finally:
             await self._store.aclose()

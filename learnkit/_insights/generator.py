@@ -12,7 +12,7 @@ docs/statistics.md for what the numbers mean.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .._analytics import AnalyticsCollector, _rate, _window
 from .._config import LearningConfig, ThresholdConfig
@@ -35,6 +35,11 @@ class InsightsGenerator:
     ``kit.insights``. Settings (``min_samples``, ``confidence_threshold``,
     ``failure_cost``, ``practical_margin``, ``fdr``) come from the kit's
     config at each call, so edits to learnkit.toml apply.
+
+    **One default window.** Every method here, the learning loop, ``learnkit
+    thresholds apply``, ``report``, ``dashboard`` and ``insights`` analyse the
+    last ``learning.window_days`` days (7 unless configured) when no ``days``
+    is given, so their answers agree; each view prints the window it used.
     """
 
     def __init__(
@@ -58,13 +63,26 @@ class InsightsGenerator:
         """Forget the cached analysis (the thresholds it was made under changed)."""
         self._cache = None
 
-    async def generate_summary(self, days: float = 7, *, offset: float = 0) -> Summary:
+    def window(self, days: float | None = None) -> float:
+        """The window in days a call with ``days`` analyses: ``days``, or by default
+        ``learning.window_days`` (7 unless configured)."""
+        return self.settings.window_days if days is None else days
+
+    async def generate_summary(self, days: float | None = None, *, offset: float = 0) -> Summary:
         """Analyse ``[now - offset - days, now - offset)``.
+
+        Args:
+            days: the window; default ``learning.window_days`` (7 unless configured).
+            offset: days back from now where the window ends.
 
         Returns a :class:`Summary` dict whose keys include ``success_rate``,
         ``failure_patterns``, ``recommendations``, ``actions``,
-        ``recommended_thresholds`` and ``sample_size``.
+        ``recommended_thresholds`` and ``sample_size`` (``days`` holds the
+        window used). For code written against the specification it also
+        holds ``recommended_<attribute>`` for each threshold's attribute and
+        the specification's action names; see :class:`Summary`.
         """
+        days = self.window(days)
         db = self.collector.database
         now = db.now()
         start, end = _window(now, days, offset)
@@ -78,8 +96,11 @@ class InsightsGenerator:
         self._cache = (key, summary)
         return summary
 
-    async def recommend_threshold_adjustment(self, name: str, days: float = 7) -> bool:
+    async def recommend_threshold_adjustment(self, name: str, days: float | None = None) -> bool:
         """Whether the analysis of the last ``days`` recommends changing ``name``.
+
+        ``days`` defaults to ``learning.window_days`` (7 unless configured),
+        the window of :meth:`generate_summary`, the loop and ``thresholds apply``.
 
         Raises:
             UnknownThresholdError: learnkit.toml has no such threshold.
@@ -87,9 +108,12 @@ class InsightsGenerator:
         return await self.get_recommended_threshold(name, days) is not None
 
     async def get_recommended_threshold(
-        self, name: str, days: float = 7
+        self, name: str, days: float | None = None
     ) -> int | float | None:
         """The value recommended for threshold ``name``; None when it should stay.
+
+        ``days`` defaults to ``learning.window_days`` (7 unless configured),
+        the window of :meth:`generate_summary`, the loop and ``thresholds apply``.
 
         Raises:
             UnknownThresholdError: learnkit.toml has no such threshold.
@@ -104,8 +128,8 @@ class InsightsGenerator:
         summary = await self.generate_summary(days)
         return summary["recommended_thresholds"].get(name)
 
-    async def error_clusters(self, days: float = 7) -> list[ErrorCluster]:
-        """The error clusters of the last ``days``, largest first."""
+    async def error_clusters(self, days: float | None = None) -> list[ErrorCluster]:
+        """The error clusters of the last ``days`` (default ``learning.window_days``)."""
         return (await self.generate_summary(days))["error_clusters"]
 
     def _analyse(self, ws: WindowStats, prev: WindowStats, days: float, offset: float) -> Summary:
@@ -123,7 +147,7 @@ class InsightsGenerator:
         clusters, patterns = result.clusters, result.patterns
         cluster_patterns = [scan.cluster_pattern(c) for c in clusters
                             if c.count >= cfg.min_samples]
-        return Summary(
+        summary = Summary(
             days=days,
             offset=offset,
             start=ws.start,
@@ -143,4 +167,49 @@ class InsightsGenerator:
             },
             tests=result.tests,
         )
+        _add_specification_names(summary, self.thresholds)
+        return summary
+
+
+def spec_action(rec: Recommendation, th: ThresholdConfig) -> str | None:
+    """The specification's name for a threshold move: ``reduce_complexity_threshold``.
+
+    ``reduce_<attribute>_threshold`` when the recommended value is below the
+    current one, ``increase_<attribute>_threshold`` when above.
+    """
+    if rec.recommended is None or rec.current is None or rec.recommended == rec.current:
+        return None
+    verb = "reduce" if rec.recommended < rec.current else "increase"
+    return f"{verb}_{th.attribute}_threshold"
+
+
+def _add_specification_names(summary: Summary, thresholds: dict[str, ThresholdConfig]) -> None:
+    """Add the specification's keys and action names beside learnkit's own.
+
+    ``recommended_<attribute>`` for each threshold's attribute: the
+    recommended value (an alias of ``recommended_thresholds[name]``), or the
+    value in force when no change is recommended, so that code setting the
+    threshold to it changes nothing. An attribute gated by several thresholds
+    gets no alias (it would be ambiguous), nor one whose key is taken.
+    """
+    by_attribute: dict[str, list[str]] = {}
+    for name, th in thresholds.items():
+        by_attribute.setdefault(th.attribute, []).append(name)
+    unique = {names[0]: attr for attr, names in by_attribute.items() if len(names) == 1}
+    extra: dict[str, Any] = {}
+    for name, attr in unique.items():
+        key = f"recommended_{attr}"
+        if key not in summary:
+            extra[key] = summary["recommended_thresholds"].get(name, thresholds[name].value)
+    actions: list[str] = []
+    for rec in summary["recommendations"]:
+        actions.append(rec.action)
+        if rec.threshold in unique:
+            alias = spec_action(rec, thresholds[rec.threshold])
+            if alias is not None and alias not in actions:
+                actions.append(alias)
+    summary["actions"] = actions
+    # Summary is a TypedDict; these keys depend on the config, so they are
+    # known at run time only (typed code reads ``recommended_thresholds``).
+    cast("dict[str, Any]", summary).update(extra)
 

@@ -156,7 +156,7 @@ def dashboard_text(snap: Snapshot) -> str:
     for c in clusters:
         out.append(f"  {c.count:>6,}  {pct(c.share_of_failures, 0):>4}  {c.trend:<8} "
                    f"{c.error_type}: {c.template[:90]}")
-    out += ["", "Recommendations"]
+    out += ["", f"Recommendations ({fmt_value(snap.days)} days)"]
     if not s["recommendations"]:
         out.append("  none at the current confidence threshold")
     for rec in s["recommendations"]:
@@ -211,7 +211,7 @@ def dashboard_rich(snap: Snapshot, console: Console) -> None:
         for r in s["recommendations"]
     )
     console.print(Panel(recs or Text("none at the current confidence threshold"),
-                        title="Recommendations"))
+                        title=f"Recommendations ({snap.days:g} days)"))
     lines = []
     for name, th in snap.thresholds.items():
         lines.append(threshold_line(name, th))
@@ -304,7 +304,9 @@ def report_markdown(snap: Snapshot, *, detailed: bool = False) -> str:
             out += _cluster_md(c)
     else:
         out.append("None.")
-    out += ["", "## Recommendations", ""]
+    out += ["", "## Recommendations", "",
+            f"From the last {d} days of outcomes (`learnkit thresholds apply` and the "
+            "learning loop analyse `learning.window_days`).", ""]
     if not s["recommendations"]:
         out.append("None at the configured confidence threshold.")
     for rec in s["recommendations"]:
