@@ -79,7 +79,9 @@ def _isatty(stream: IO[str]) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def _kit(args: argparse.Namespace, *, need_data: bool = True) -> Any:
+async def _kit(
+    args: argparse.Namespace, *, need_data: bool = True, read_only: bool = True
+) -> Any:
     """Open the kit for a read command, refusing a missing or empty database."""
     cfg = learnkit.load_config(args.config)
     if need_data and not cfg.database_path.exists():
@@ -87,7 +89,9 @@ async def _kit(args: argparse.Namespace, *, need_data: bool = True) -> Any:
             f"no database at {cfg.database_path} yet: nothing has been recorded; run your "
             "instrumented program, `learnkit import FILE`, or `learnkit demo`"
         )
-    async with learnkit.open(args.config, learning_loop=False) as kit:
+    read_only = read_only and cfg.database_path.exists()  # nothing to read: create it
+    async with learnkit.open(args.config, learning_loop=False, read_only=read_only,
+                             clock=getattr(args, "clock", None)) as kit:
         if need_data:
             if not await kit.database.store.has_operations():
                 raise CliError(
@@ -113,6 +117,8 @@ def _positive(unit: str) -> Callable[[str], float]:
 
 
 _days = _positive("days")
+#: One default window for every analysis: the API's, the loop's and these commands'.
+WINDOW_HELP = "window in days (default: learning.window_days in learnkit.toml, 7 unless set)"
 _seconds = _positive("seconds")
 
 
@@ -199,7 +205,7 @@ async def cmd_dashboard(args: argparse.Namespace, out: IO[str]) -> int:
     times = 0
     async with _kit(args) as kit:
         while True:
-            snap = await collect(kit, args.days)
+            snap = await collect(kit, kit.insights.window(args.days))
             if rich:
                 from rich.console import Console
 
@@ -222,7 +228,7 @@ async def cmd_report(args: argparse.Namespace, out: IO[str]) -> int:
     fmt = args.format or ("html" if args.output and args.output.suffix in (".html", ".htm")
                           else "md")
     async with _kit(args) as kit:
-        snap = await collect(kit, args.days, detailed=args.detailed)
+        snap = await collect(kit, kit.insights.window(args.days), detailed=args.detailed)
     render = report_html if fmt == "html" else report_markdown
     _write_output(args.output, render(snap, detailed=args.detailed), out)
     return 0
@@ -290,7 +296,8 @@ async def cmd_thresholds(args: argparse.Namespace, out: IO[str]) -> int:
         raise CliError("thresholds rollback needs the threshold's NAME", 2)
     if action != "rollback" and args.name:
         raise CliError(f"`thresholds {action}` takes no name", 2)
-    async with _kit(args, need_data=action == "apply") as kit:
+    async with _kit(args, need_data=action == "apply",
+                    read_only=action not in ("apply", "rollback")) as kit:
         if action == "show":
             if not kit.config.thresholds:
                 print(f"no thresholds in {kit.config.path}", file=out)
@@ -314,16 +321,16 @@ async def cmd_thresholds(args: argparse.Namespace, out: IO[str]) -> int:
             lc = kit.config.learning
             summary = await kit.insights.generate_summary(lc.window_days)
             made = await kit.controller.apply(summary)
-            win = (f"the last {lc.window_days:g} days (learning.window_days, as the learning "
-                   "loop)")
             for c in made:
                 print(f"applied: {change_line(c)}", file=out)
             if not made:
                 wanted = summary["recommended_thresholds"]
-                print(f"nothing applied from {win}" + (
-                    f": recommended {wanted}, held back by the guard rails (see the log)"
-                    if wanted else f": no threshold recommendation at confidence >= "
-                    f"{lc.confidence_threshold:g}"), file=out)
+                print("nothing applied" + (f" (recommended {wanted}, held back by the guard "
+                                           "rails: see the log)" if wanted else
+                                           f": no threshold recommendation at confidence >= "
+                                           f"{lc.confidence_threshold}"), file=out)
+            print(f"analysed the last {lc.window_days:g} days (learning.window_days, the "
+                  "default window of every analysis)", file=out)
         else:
             c = await kit.controller.rollback(args.name)
             print(f"rolled back: {change_line(c)}", file=out)
@@ -413,7 +420,7 @@ async def cmd_import(args: argparse.Namespace, out: IO[str]) -> int:
             loop.add_signal_handler(signal.SIGINT, task.cancel)
             watching = True
     try:
-        async with _kit(args, need_data=False) as kit:
+        async with _kit(args, need_data=False, read_only=False) as kit:
             store = kit.database.store
             records = read_records(source, problems, skip_invalid=args.skip_invalid)
             with _Reporter(f"importing {path.name}", source.size, "bytes", err) as step:
@@ -484,6 +491,9 @@ async def cmd_export(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 async def cmd_demo(args: argparse.Namespace, out: IO[str]) -> int:
+    import time
+
+    from .demo import DAY as DEMO_DAY
     from .demo import check_folder, simulate, table
 
     workdir = Path(args.dir)
@@ -500,13 +510,17 @@ async def cmd_demo(args: argparse.Namespace, out: IO[str]) -> int:
     print("Issues of complexity 1-12 arrive; harder ones fail more; max_complexity starts at "
           "8 and the learning loop runs once a day.\n", file=out)
     with _progress("simulating 28 days", 28, _isatty(sys.stderr)) as step:
-        rows = await simulate(workdir, seed=args.seed, progress=step, force=args.force)
+        start = (time.time() // DEMO_DAY) * DEMO_DAY - 28 * DEMO_DAY
+        rows = await simulate(workdir, seed=args.seed, start=start, progress=step,
+                              force=args.force)
     print(table(rows), file=out)
     print("\nSuccess rose because the threshold refused the hardest issues: coverage is the "
           "share of offered issues attempted. Utility (success +1, failure -1, refused 0) "
           "says whether that trade paid.\n", file=out)
     args.config = str(workdir / "learnkit.toml")
     args.days, args.watch, args.plain, args.times = None, None, False, None
+    end = start + 28 * DEMO_DAY
+    args.clock = lambda: end  # as of the simulation's end: the table's weeks, same figures
     await cmd_dashboard(args, out)
     cfg = workdir / "learnkit.toml"
     print(f"\nNext: learnkit --config {cfg} report --days 30 --detailed --output report.md",
@@ -542,16 +556,14 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(run=cmd_demo)
 
     s = sub.add_parser("dashboard", parents=[common], help="rates, trend, patterns, thresholds")
-    s.add_argument("--days", type=_days,
-                   help="window in days (default: learning.window_days, 7 unless set)")
+    s.add_argument("--days", type=_days, help=WINDOW_HELP)
     s.add_argument("--watch", type=_seconds, metavar="SECONDS", help="refresh every SECONDS")
     s.add_argument("--plain", action="store_true", help="plain text even on a terminal")
     s.add_argument("--times", type=int, help=argparse.SUPPRESS)
     s.set_defaults(run=cmd_dashboard)
 
     s = sub.add_parser("report", parents=[common], help="a Markdown or HTML report")
-    s.add_argument("--days", type=_days,
-                   help="window in days (default: learning.window_days, 7 unless set)")
+    s.add_argument("--days", type=_days, help=WINDOW_HELP)
     s.add_argument("--detailed", action="store_true",
                    help="add per-type and per-cluster sections with example messages")
     s.add_argument("--output", type=Path, metavar="FILE", help="write here (default: stdout)")
@@ -560,8 +572,7 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(run=cmd_report)
 
     s = sub.add_parser("insights", parents=[common], help="the analysis summary")
-    s.add_argument("--days", type=_days,
-                   help="window in days (default: learning.window_days, 7 unless set)")
+    s.add_argument("--days", type=_days, help=WINDOW_HELP)
     s.add_argument("--json", action="store_true", help="machine-readable (see docs/cli.md)")
     s.set_defaults(run=cmd_insights)
 

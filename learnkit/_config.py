@@ -8,6 +8,7 @@ import math
 import re
 import time
 import tomllib
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,7 +16,7 @@ import attrs
 import cattrs
 from cattrs.preconf.tomllib import make_converter
 
-from ._errors import ConfigError, ConfigNotFoundError, did_you_mean
+from ._errors import ConfigError, ConfigNotFoundError, LearnkitError, did_you_mean
 
 log = logging.getLogger("learnkit")
 
@@ -23,6 +24,7 @@ __all__ = [
     "Config",
     "LearningConfig",
     "LiveConfig",
+    "PrivacyConfig",
     "StorageConfig",
     "ThresholdConfig",
     "load_config",
@@ -79,6 +81,18 @@ class StorageConfig:
 
 
 @attrs.frozen
+class PrivacyConfig:
+    """The ``[privacy]`` table: credentials scrubbed from records before storage."""
+
+    #: Replace credential-looking text and context values with ``[REDACTED]``.
+    scrub: bool = True
+    #: Extra regular expressions whose matches are replaced, beside the built-in ones.
+    patterns: list[str] = attrs.Factory(list)
+    #: Context keys never treated as credentials although their name suggests one.
+    safe_keys: list[str] = attrs.Factory(list)
+
+
+@attrs.frozen
 class ThresholdConfig:
     """One ``[thresholds.NAME]`` table: a gate the controller may move."""
 
@@ -107,12 +121,17 @@ class Config:
     learning: LearningConfig = attrs.Factory(LearningConfig)
     storage: StorageConfig = attrs.Factory(StorageConfig)
     thresholds: dict[str, ThresholdConfig] = attrs.Factory(dict)
+    privacy: PrivacyConfig = attrs.Factory(PrivacyConfig)
     #: The file it came from (not a key in the file).
     path: Path = attrs.field(default=Path("learnkit.toml"), kw_only=True)
     #: SHA-256 of the file's bytes when read, to detect edits made since.
     digest: str = attrs.field(default="", kw_only=True)
     #: The whole parsed document, including tables learnkit does not own.
     document: dict[str, Any] = attrs.field(factory=dict, kw_only=True, repr=False)
+    #: Set by an open kit on the config it hands out (``kit.config``): what
+    #: :meth:`update` calls. Not data: not compared, copied or written.
+    _updater: Callable[[Mapping[str, Number]], Awaitable[list[Any]]] | None = attrs.field(
+        default=None, init=False, eq=False, repr=False)
 
     @property
     def database_path(self) -> Path:
@@ -120,8 +139,43 @@ class Config:
         p = Path(self.storage.path).expanduser()
         return p if p.is_absolute() else self.path.parent / p
 
+    def update(self, **values: Number) -> Awaitable[list[Any]]:
+        """Set threshold values by hand: ``kit.config.update(max_complexity=6)``.
 
-_OWNED = ("learning", "storage", "thresholds")
+        The specification's ``config.update(...)``. Each value goes through the
+        controller's path: checked against the threshold's ``min``, ``max``
+        and ``step`` (all values are checked before any is written), written
+        to learnkit.toml atomically under the file lock, put in force at once,
+        and recorded in the history as a ``manual`` change.
+
+        The change is made before this returns, so a call without ``await``
+        (as the specification writes it) works. Awaiting the result waits
+        until the change is recorded in the store and gives the recorded
+        :class:`ThresholdChange` list (empty when every value was already in
+        force); unawaited, the record is written in the background and is
+        durable when the kit closes. Must be called on the kit's event loop.
+
+        Raises:
+            UnknownThresholdError: a name is not a ``[thresholds.NAME]`` table.
+            ValueError: a value is not a number, is outside ``[min, max]``, or
+                moves further than ``step``; nothing is changed.
+            ConfigError: learnkit.toml is invalid now; it is left untouched.
+            LearnkitError: this config is not one an open kit handed out.
+        """
+        if self._updater is None:
+            raise LearnkitError(
+                "this Config is not bound to an open kit; call kit.config.update(...) "
+                "on the kit that should change learnkit.toml"
+            )
+        return self._updater(values)
+
+    def bind(self, updater: Callable[[Mapping[str, Number]], Awaitable[list[Any]]]) -> None:
+        """Let :meth:`update` change thresholds through ``updater`` (the kit does this)."""
+        if self._updater is not updater:
+            object.__setattr__(self, "_updater", updater)
+
+
+_OWNED = ("learning", "storage", "thresholds", "privacy")
 
 
 def _strict(kind: type, accept: tuple[type, ...], name: str) -> Any:
@@ -202,17 +256,49 @@ def _problem(message: str) -> str:
 
 
 def _valid_keys(table: str) -> str:
-    cls: type | None = {"learning": LearningConfig, "storage": StorageConfig}.get(table)
+    cls: type | None = {
+        "learning": LearningConfig, "storage": StorageConfig, "privacy": PrivacyConfig,
+    }.get(table)
     if table.startswith("thresholds.") and table.count(".") == 1:
         cls = ThresholdConfig
     elif table == "":
-        return "; valid tables: learning, storage, thresholds"
+        return "; valid tables: learning, storage, thresholds, privacy"
     if cls is None:
         return ""
     return "; valid keys: " + ", ".join(f.name for f in attrs.fields(cls))
 
 
+#: Upper bounds of numbers whose unbounded values would crash or hang later.
+_RANGES = {
+    "learning.analysis_interval": 366 * 86400.0,
+    "learning.window_days": 3660.0,
+    "learning.failure_cost": 1e6,
+    "learning.min_samples": 10**9,
+    "storage.busy_timeout": 3600.0,
+    "storage.flush_interval": 3600.0,
+    "storage.batch_size": 1_000_000,
+    "storage.max_queue": 100_000_000,
+}
+
+
 def _validate(cfg: Config, report: Any) -> None:
+    for table in ("learning", "storage"):
+        section = getattr(cfg, table)
+        for f in attrs.fields(type(section)):
+            v = getattr(section, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            key = f"{table}.{f.name}"
+            if not math.isfinite(v):
+                report(key, f"must be a finite number, got {v}")
+            top = _RANGES.get(key)
+            if top is not None and v > top:
+                report(key, f"must be at most {top:g}, got {v:g}")
+    for tname, t in cfg.thresholds.items():
+        for name in ("value", "min", "max", "step"):
+            v = getattr(t, name)
+            if v is not None and not math.isfinite(v):
+                report(f"thresholds.{tname}.{name}", f"must be a finite number, got {v}")
     lc = cfg.learning
     if lc.min_samples < 1:
         report("learning.min_samples", f"must be at least 1, got {lc.min_samples}")
@@ -239,6 +325,11 @@ def _validate(cfg: Config, report: Any) -> None:
     for name in ("busy_timeout", "flush_interval"):
         if not getattr(sc, name) > 0:
             report(f"storage.{name}", "must be a positive number of seconds")
+    for i, pattern in enumerate(cfg.privacy.patterns):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            report(f"privacy.patterns[{i}]", f"is not a regular expression: {exc}")
     for tname, t in cfg.thresholds.items():
         base = f"thresholds.{tname}"
         if not t.attribute:

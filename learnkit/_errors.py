@@ -9,7 +9,9 @@ __all__ = [
     "ConcurrentEditError",
     "ConfigError",
     "ConfigNotFoundError",
+    "KitClosedError",
     "LearnkitError",
+    "StoreCorruptError",
     "StoreError",
     "StoreUnavailableError",
     "UnknownAttributeError",
@@ -70,6 +72,15 @@ class StoreError(LearnkitError, RuntimeError):
 class StoreUnavailableError(StoreError):
     """A storage fault that may clear by itself (a lock held by another process,
     a full disk, a lost connection); the writer keeps the records and retries."""
+
+
+class StoreCorruptError(StoreError):
+    """The database file is damaged (or is not a database any more); learnkit
+    stops writing to it rather than retry, and says so once."""
+
+
+class KitClosedError(LearnkitError, RuntimeError):
+    """A kit was used after it was closed (``kit.record``, ``kit.flush``...)."""
 
 
 class UnknownOperationError(LearnkitError, KeyError):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random as _random
 import time
 import warnings
@@ -14,18 +13,34 @@ from pathlib import Path
 from typing import Any
 
 from . import _env
+from ._aio import run_shielded
 from ._analytics import AnalyticsCollector
 from ._config import Config, LiveConfig, ThresholdConfig, load_config
 from ._database import Database
-from ._errors import UnknownThresholdError, did_you_mean
+from ._errors import KitClosedError, UnknownThresholdError, did_you_mean
 from ._insights.generator import InsightsGenerator
-from ._model import RECORDABLE_OUTCOMES, Operation
+from ._model import (
+    MAX_TIME,
+    RECORDABLE_OUTCOMES,
+    Operation,
+    bounded_repr,
+    clean_message,
+    clean_text,
+    valid_time,
+)
+from ._scrub import Scrubber
 from ._storage.sqlite import SQLiteStore
 from ._storage.writer import Writer, WriterStats
 from ._thresholds.admission import Admission, admit
 from ._thresholds.controller import ThresholdController
 from ._thresholds.loop import LearningLoop, LearningReport
-from ._tracking import OperationTracker, Recorder, _current, set_current
+from ._tracking import (
+    OperationTracker,
+    Recorder,
+    current_operation,
+    explored_mark,
+    set_current,
+)
 
 __all__ = ["Kit", "Thresholds", "open"]
 
@@ -86,20 +101,27 @@ class Kit:
         self, config: Config, *, clock: Clock | None = None,
         random: _random.Random | None = None,
         learning_loop: bool | None = None,
+        read_only: bool = False,
     ) -> None:
         self._live = LiveConfig(config)
+        self._read_only = read_only
         self._start_loop = config.learning.enabled if learning_loop is None else learning_loop
         self._clock: Clock = clock or time.time
         self._random = random or _random.Random()
         self._loop_task: asyncio.Task[None] | None = None
         self._store = SQLiteStore(
-            config.database_path, busy_timeout=config.storage.busy_timeout
+            config.database_path, busy_timeout=config.storage.busy_timeout,
+            read_only=read_only,
         )
         self._writer = Writer(
             self._store,
             batch_size=config.storage.batch_size,
             flush_interval=config.storage.flush_interval,
             max_queue=config.storage.max_queue,
+            scrub=Scrubber(
+                enabled=config.privacy.scrub, patterns=config.privacy.patterns,
+                safe_keys=config.privacy.safe_keys,
+            ).operation,
         )
         self._recorder = Recorder(self._writer, self._clock)
         self.database = Database(self._store, self._recorder, self._live)
@@ -110,6 +132,8 @@ class Kit:
             self.database, log, on_change=self.insights.invalidate
         )
         self._learning = LearningLoop(self.database, self.insights, self.controller)
+        #: What ``kit.config.update`` calls (bound once: the identity is checked).
+        self._update = self.controller.update
         self.thresholds = Thresholds(self._live)
         self._closed = True
         #: ``LEARNKIT_DISABLED=1``: instrumentation records nothing.
@@ -117,13 +141,21 @@ class Kit:
 
     @property
     def config(self) -> Config:
-        """The configuration in force (follows edits of the file, checked once a second)."""
-        return self._live.config
+        """The configuration in force (follows edits of the file, checked once a second).
+
+        ``kit.config.update(max_complexity=6)`` sets threshold values by hand
+        through the controller (see :meth:`Config.update`).
+        """
+        cfg = self._live.config
+        cfg.bind(self._update)
+        return cfg
 
     async def _open(self) -> None:
         await self._store.open()
-        self._writer.start()
         self._closed = False
+        if self._read_only:
+            return
+        self._writer.start()
         if self._start_loop:
             self._loop_task = asyncio.get_running_loop().create_task(
                 self._learning.run(), name="learnkit-learning-loop"
@@ -132,6 +164,15 @@ class Kit:
             log.warning(
                 "learnkit: %d operation(s) of processes that died while running them "
                 "are now recorded as abandoned", self._store.abandoned_on_open,
+            )
+
+    def _check_open(self, what: str) -> None:
+        if self._read_only:
+            raise KitClosedError(f"{what} on a kit opened read-only ({self.config.path})")
+        if self._closed:
+            raise KitClosedError(
+                f"{what} on a closed kit ({self.config.path}); open one with "
+                "`async with learnkit.open(...)`"
             )
 
     def now(self) -> float:
@@ -150,9 +191,9 @@ class Kit:
         outcome: str,
         started_at: float,
         ended_at: float | None = None,
-        key: str | None = None,
+        key: Any = None,
         error_type: str | None = None,
-        error_message: str | None = None,
+        error_message: Any = None,
         context: Mapping[str, Any] | None = None,
         duration: float | None = None,
     ) -> None:
@@ -169,35 +210,58 @@ class Kit:
             context: context attributes.
             duration: seconds; default ``ended_at - started_at``.
 
+        Keys, types, messages and context are cleaned as every record is (see
+        docs/reliability.md); times must be finite Unix seconds.
+
         Raises:
-            ValueError: an argument is out of range; nothing is recorded.
+            ValueError: an argument is out of range (counted in
+                ``kit.stats.rejected``); nothing is recorded.
+            KitClosedError: the kit is closed.
         """
+        self._check_open("kit.record()")
         if self.disabled:
             return
         if not isinstance(op_type, str) or not op_type:
-            raise ValueError(f"op_type must be a non-empty string, got {op_type!r}")
-        if outcome not in RECORDABLE_OUTCOMES:
             raise ValueError(
-                f"outcome {outcome!r} is not one of {', '.join(RECORDABLE_OUTCOMES)}"
+                f"op_type must be a non-empty string, got {bounded_repr(op_type, 100)}")
+        if type(outcome) is not str or outcome not in RECORDABLE_OUTCOMES:
+            raise ValueError(
+                f"outcome {bounded_repr(outcome, 100)} is not one of "
+                f"{', '.join(RECORDABLE_OUTCOMES)}"
             )
         end = started_at if ended_at is None else ended_at
         for name, v in (("started_at", started_at), ("ended_at", end)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{name} must be Unix seconds as a finite number, got {v!r}")
+            if not valid_time(v):
+                self._writer.reject(
+                    None, f"record({op_type!r}): {name} = {bounded_repr(v, 100)}")
+                raise ValueError(
+                    f"{name} must be Unix seconds as a finite number between 0 and "
+                    f"{MAX_TIME:.0f}, got {bounded_repr(v, 100)}"
+                )
         if end < started_at:
             raise ValueError(f"ended_at ({end}) is before started_at ({started_at})")
-        op = Operation(
-            op_type, None if key is None else str(key), dict(context) if context else None,
-            float(started_at), 0.0, _current.get(),
-        )
+        if duration is not None and (
+            isinstance(duration, bool) or not isinstance(duration, (int, float))
+            or not 0 <= duration <= MAX_TIME
+        ):
+            self._writer.reject(
+                None, f"record({op_type!r}): duration = {bounded_repr(duration, 100)}")
+            raise ValueError(
+                "duration must be a finite number of seconds >= 0, got "
+                f"{bounded_repr(duration, 100)}"
+            )
+        op = Operation(op_type, key, context, float(started_at), 0.0, current_operation())
         op.ended_at = float(end)
         op.duration = float(end - started_at) if duration is None else float(duration)
         op.outcome = outcome
+        if outcome != "skipped":
+            # Work that kit.admit() admitted to explore, recorded afterwards.
+            op.admission = explored_mark(op_type)
         if outcome == "failure":
-            op.error_type = error_type or "Failure"
+            op.error_type = "Failure" if error_type is None else clean_text(error_type)
         elif error_type is not None:
-            op.error_type = error_type
-        op.error_message = error_message
+            op.error_type = clean_text(error_type)
+        op.error_message = clean_message(error_message)
         self._writer.submit(op)
 
     def admit(self, op_type: str, /, **attrs: Any) -> Admission:
@@ -238,22 +302,47 @@ class Kit:
 
         Operations still running are stored as ``running``. A storage fault is
         retried until ``timeout`` seconds pass (forever when None); it never
-        raises.
+        raises. The timeout holds even while another process holds a lock.
+
+        Raises:
+            KitClosedError: the kit is closed.
         """
+        self._check_open("kit.flush()")
         return await self._writer.flush(timeout)
 
-    async def aclose(self) -> None:
-        """Flush, stop the writer and close the store. Idempotent."""
+    async def aclose(self, timeout: float = 10.0) -> None:
+        """Flush, stop the writer and close the store. Idempotent.
+
+        Runs to its end even if the calling task is cancelled (repeatedly, or by
+        an anyio cancel scope), bounded by about ``timeout`` seconds plus the
+        busy timeout; the cancellation is re-raised afterwards. Operations
+        still in flight are stored as ``running`` and the session is marked so
+        the next open records them as ``abandoned``.
+        """
         if self._closed:
             return
         self._closed = True
         set_current(None, remove=self._recorder)
+        if self._writer.forked:
+            # A forked child: the writer's task, thread and loop stayed in the parent.
+            self._writer.closed = True
+            return
+        bound = timeout + 2 * self.config.storage.busy_timeout + 5.0
+        if not await run_shielded(lambda: self._close(timeout), bound):
+            log.error("learnkit: closing %s took longer than %.0f s; gave up waiting",
+                      self._store.location, bound)
+
+    async def _close(self, timeout: float) -> None:
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
             self._loop_task = None
+        if self._read_only:
+            await self._store.aclose()
+            return
         try:
-            await self._writer.aclose()
+            await self.controller.drain()
+            await self._writer.aclose(timeout)
         finally:
             await self._store.aclose()
 
@@ -278,6 +367,7 @@ async def open(
     clock: Clock | None = None,
     random: _random.Random | None = None,
     learning_loop: bool | None = None,
+    read_only: bool = False,
 ) -> AsyncIterator[Kit]:
     """Open learnkit: load the config, open the store, start the writer.
 
@@ -294,17 +384,20 @@ async def open(
             reproducible simulations).
         learning_loop: start the background learning loop; default
             ``learning.enabled`` from the config.
+        read_only: only read (reports, dashboards): never migrates or writes,
+            works on a read-only file; recording raises ``KitClosedError``.
 
     Raises:
         ConfigError: the config file is missing or invalid.
         StoreError: the database cannot be opened.
     """
     path = _env.config_path() if config_path is None else config_path
-    kit = Kit(load_config(path), clock=clock, random=random, learning_loop=learning_loop)
+    kit = Kit(load_config(path), clock=clock, random=random,
+              learning_loop=False if read_only else learning_loop, read_only=read_only)
     await kit._open()
-    if kit.disabled:  # LEARNKIT_DISABLED: decorated code runs untracked, silently
+    if kit.disabled and not read_only:  # LEARNKIT_DISABLED: code runs untracked, silently
         log.info("learnkit: LEARNKIT_DISABLED is set; nothing is tracked")
-    else:
+    elif not read_only:
         set_current(kit._recorder)
     try:
         yield kit

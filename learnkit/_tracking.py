@@ -12,6 +12,7 @@ import functools
 import inspect
 import itertools
 import logging
+import os
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
@@ -21,7 +22,7 @@ import attrs
 
 from . import _env
 from ._errors import UnknownOperationError
-from ._model import Operation, error_type_name
+from ._model import Operation, clean_message, error_type_name, valid_time
 from ._thresholds.admission import pending as _pending_admission
 
 if TYPE_CHECKING:
@@ -68,6 +69,15 @@ def set_current(kit: Recorder | None, *, remove: Recorder | None = None) -> None
     _State.kit = _State.kits[-1] if _State.kits else None
 
 
+def _after_fork_in_child() -> None:
+    for recorder in _State.kits:
+        recorder.writer.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _untracked(name: str) -> None:
     if not _State.warned and not _env.disabled():
         _State.warned = True
@@ -91,6 +101,15 @@ def current_operation() -> Operation | None:
     return _current.get()
 
 
+def explored_mark(op_type: str) -> float | None:
+    """Take the exploration mark ``kit.admit`` left for ``op_type`` in this task, if any."""
+    mark = _pending_admission.get()
+    if mark is not None and mark[0] == op_type:
+        _pending_admission.set(None)
+        return mark[1]
+    return None
+
+
 def _finish(
     op: Operation, exc: BaseException | None, kit: Recorder, will_wait: bool = False
 ) -> None:
@@ -105,7 +124,7 @@ def _finish(
             op.outcome = "failure"
             op.error_type = error_type_name(type(exc))
             try:
-                op.error_message = str(exc)
+                op.error_message = clean_message(str(exc))
             except Exception:  # a broken __str__ must not hide the user's exception
                 op.error_message = f"<unprintable {op.error_type}>"
     else:
@@ -115,6 +134,9 @@ def _finish(
         op.error_type = error_type_name(type(exc))
     writer = kit.writer
     writer.live.pop(op, None)
+    if not valid_time(op.ended_at):
+        writer.reject(op, f"the clock returned {op.ended_at!r}, not Unix seconds")
+        return
     writer.submit(op, will_wait=will_wait)
 
 
@@ -165,13 +187,12 @@ def _key_and_context(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     name: str,
-) -> tuple[str | None, dict[str, Any] | None]:
-    k: str | None = None
+) -> tuple[Any, dict[str, Any] | None]:
+    k: Any = None
     c: dict[str, Any] | None = None
     try:
         if key is not None:
-            v = key(args, kwargs)
-            k = None if v is None else str(v)
+            k = key(args, kwargs)
     except Exception as exc:  # the user's callable is learnkit's fault here
         log.warning("learnkit: key callable of %s raised %r; recorded without a key",
                     name, exc)
@@ -237,6 +258,9 @@ def _wrap(
             if op.outcome == "running":
                 op.outcome = "success"
             writer.live.pop(op, None)
+            if not valid_time(op.ended_at):
+                writer.reject(op, f"the clock returned {op.ended_at!r}, not Unix seconds")
+                return result
             writer.submit(op, will_wait=True)
             if writer.full:
                 await writer.wait_for_room()
@@ -434,8 +458,7 @@ class OperationTracker:
         """
         kit = self._recorder
         op = Operation(
-            op_type, None if key is None else str(key), dict(context) if context else None,
-            kit.clock(), _perf(), _current.get(),
+            op_type, key, context, kit.clock(), _perf(), _current.get(),
         )
         _mark_explored(op)
         kit.writer.live[op] = None
@@ -465,7 +488,7 @@ class OperationTracker:
                 "that start_operation() returned, once"
             )
         if context:
-            op.set(**context)
+            op.add_context(context)
         if cancelled:
             op.outcome = "cancelled"
         elif not success:

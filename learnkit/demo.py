@@ -133,20 +133,19 @@ async def simulate(
     Writes ``workdir/learnkit.toml`` and a fresh ``learnkit.db``, replacing
     those of an earlier demo run; a config or database the demo did not
     write is refused (:func:`check_folder`) unless ``force``. The four weeks
-    end at ``start + 28 days``; by default they end now, so the dashboard's
-    last four weeks are the table's four weeks, with the same figures. ``progress``,
+    end at ``start + 28 days``; by default they end at the last midnight
+    (UTC), so the run is the same whatever the time of day. ``learnkit demo``
+    shows its dashboard as of that moment, so its weeks are the table's. ``progress``,
     if given, is called with the day (1..28).
     """
-    if start is None:  # end now, so that the dashboard's weeks are the table's weeks
-        start = time.time() - 28 * DAY
+    if start is None:
+        start = (time.time() // DAY) * DAY - 28 * DAY
     check_folder(workdir, force=force)
     cfg = workdir / "learnkit.toml"
     cfg.write_text(CONFIG)
     for old in workdir.glob("learnkit.db*"):
         old.unlink()
-    # Issues arrive mid-slot: no operation lies on a week boundary, so a window
-    # that ends a few seconds later (the dashboard run after) holds the same ones.
-    clock = SimClock(start + DAY / ISSUES_PER_DAY / 2)
+    clock = SimClock(start)
     rng = random.Random(seed)
     rows = []
     async with learnkit.open(cfg, clock=clock, random=random.Random(seed + 1)) as kit:

@@ -79,7 +79,7 @@ class TestErrors:
             learnkit.load_config(p)
         assert str(info.value) == (f"{p.resolve()}:1: learnig: unknown table [learnig] "
                                    "(did you mean 'learning'?); learnkit's tables: learning, "
-                                   "storage, thresholds")
+                                   "storage, thresholds, privacy")
 
     def test_toml_syntax_error_has_line(self, tmp_path: Path) -> None:
         """A TOML syntax error gives the line."""
@@ -126,3 +126,20 @@ def test_any_learning_value_loads_or_raises_config_error(key: str, value: object
         assert f"learning.{key}" in str(exc)
     else:
         assert getattr(cfg.learning, key) == value
+
+
+@pytest.mark.parametrize(("table", "key", "value"), [
+    ("storage", "busy_timeout", "inf"),
+    ("learning", "failure_cost", "nan"),
+    ("learning", "window_days", "1e300"),
+    ("learning", "analysis_interval", "inf"),
+    ("storage", "busy_timeout", "1e9"),
+])
+def test_numbers_must_be_finite_and_in_range(
+    tmp_path: Path, table: str, key: str, value: str
+) -> None:
+    text = BASE_CONFIG.replace(f"[{table}]\n", f"[{table}]\n{key} = {value}\n")
+    p = tmp_path / "learnkit.toml"
+    p.write_text(text)
+    with pytest.raises(learnkit.ConfigError, match=f"{table}.{key}"):
+        learnkit.load_config(p)

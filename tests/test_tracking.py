@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import anyio
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import learnkit
 from learnkit import track, tracked
@@ -404,3 +407,108 @@ class TestKeyAndContextCallables:
         await kit.flush()
         row = await last(kit)
         assert json.loads(row["context"]) == {"args": [4, "big"], "kw": {"retries": 2}}
+
+
+class TestCleaning:
+    async def test_surrogates_replaced_everywhere(self, kit: learnkit.Kit) -> None:
+        bad = b"report-\xff.txt".decode("utf-8", "surrogateescape")
+        with pytest.raises(OSError):
+            async with track("open", key=bad, name=bad):
+                raise OSError(f"cannot open {bad}")
+        row = await last(kit)
+        assert row["key"] == "report-\ufffd.txt"
+        assert row["error_message"] == "cannot open report-\ufffd.txt"
+        assert json.loads(str(row["context"])) == {"name": "report-\ufffd.txt"}
+
+    async def test_json_structures_are_kept(self, kit: learnkit.Kit) -> None:
+        async with track("nested", files=["a", "b"], meta={"n": 1}):
+            pass
+        row = await last(kit)
+        assert json.loads(str(row["context"])) == {"files": ["a", "b"], "meta": {"n": 1}}
+
+
+class _Hostile:
+    """A value whose repr, str, hash and equality all raise."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr")
+
+    __str__ = __repr__
+
+    def __hash__(self) -> int:
+        raise RuntimeError("hash")
+
+
+def _values() -> st.SearchStrategy[object]:
+    scalars = st.one_of(
+        st.none(), st.booleans(), st.integers(), st.integers(min_value=10**309),
+        st.floats(), st.text(st.characters(codec=None, exclude_categories=())),
+        st.binary(), st.decimals(), st.uuids(), st.builds(_Hostile), st.builds(object),
+        st.builds(lambda: 10**5000), st.complex_numbers(),
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: st.one_of(st.lists(inner, max_size=3), st.tuples(inner),
+                                st.dictionaries(st.text(max_size=3), inner, max_size=3)),
+        max_leaves=6,
+    )
+
+
+class TestArbitraryValues:
+    """Whatever a caller passes, the writer survives and every other record lands."""
+
+    def test_every_entry_point(self, config_path: Path) -> None:
+        runner = asyncio.Runner()
+        cm = learnkit.open(config_path)
+        kit = runner.run(cm.__aenter__())
+        good = 0
+
+        @settings(max_examples=100, deadline=None,
+                  suppress_health_check=[HealthCheck.too_slow])
+        @given(st.lists(_values(), min_size=8, max_size=8))
+        def example(v: list[object]) -> None:
+            nonlocal good
+
+            async def body() -> None:
+                nonlocal good
+
+                @tracked(v[0], key=lambda: v[1], context=lambda: {"a": v[2]})  # type: ignore[arg-type]
+                async def fn() -> None:
+                    learnkit.current_operation().set(b=v[3])  # type: ignore[union-attr]
+
+                await fn()
+                with contextlib.suppress(Exception):
+                    async with track(v[4], key=v[5], c=v[6]) as op:  # type: ignore[arg-type]
+                        op.fail(v[7], v[0])  # type: ignore[arg-type]
+                        raise ValueError(v[1])
+                op_id = kit.tracker.start_operation(v[2], v[3], context={v[4]: v[5]}  # type: ignore[arg-type, dict-item]
+                                                    if _hashable(v[4]) else None)
+                kit.tracker.complete_operation(op_id, False, v[6], v[7])  # type: ignore[arg-type]
+                with contextlib.suppress(ValueError):
+                    kit.record(v[0], outcome="failure", started_at=1000.0, key=v[1],  # type: ignore[arg-type]
+                               error_type=v[2], error_message=v[3], context={"x": v[4]})  # type: ignore[arg-type]
+                with contextlib.suppress(ValueError):
+                    kit.record("t", outcome="success", started_at=v[5], duration=v[6])  # type: ignore[arg-type]
+                kit.record("good", outcome="success", started_at=2000.0)
+                good += 1
+
+            runner.run(body())
+
+        try:
+            example()
+            assert runner.run(kit.flush(timeout=60))
+            stats = kit.stats
+            assert stats.dropped == 0 and stats.queued == 0
+            assert stats.write_errors == 0, stats.last_error
+        finally:
+            runner.run(cm.__aexit__(None, None, None))
+            runner.close()
+        assert len(rows(config_path.parent / "learnkit.db", "op_type = 'good'")) == good
+
+
+def _hashable(v: object) -> bool:
+    try:
+        hash(v)
+    except Exception:
+        return False
+    return True

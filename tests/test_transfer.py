@@ -253,3 +253,150 @@ class TestInvalid:
         err = capsys.readouterr().err
         assert f"{big}:5001: outcome 'sucess'" in err and "nothing was imported" in err
         assert snapshot(tmp_path / "learnkit.db") == before
+
+
+# -- validation and parsing, line by line (ported from the earlier parse_file tests) --------
+
+T = 1_790_000_000.0  # 2026-09-21T14:13:20Z
+ISO = "2026-09-21T14:13:20Z"
+
+
+def fields(rec: Any) -> dict[str, Any]:
+    """An ImportRecord's set fields, without its hash."""
+    return {k: v for k, v in rec._asdict().items() if v is not None and k != "digest"}
+
+
+def parse(path: Path, fmt: str | None = None) -> tuple[list[dict[str, Any]], list[Any]]:
+    from learnkit._transfer import Problems, Source, read_records
+
+    problems = Problems()
+    good = [fields(r) for r in read_records(Source(path, fmt), problems, skip_invalid=True)]
+    return good, problems.first
+
+
+class TestValidate:
+    def test_minimal(self) -> None:
+        from learnkit._transfer import validate
+
+        assert fields(validate({"op_type": "a", "outcome": "success", "started_at": T})) == {
+            "op_type": "a", "outcome": "success", "started_at": T, "ended_at": T,
+            "duration": 0.0}
+
+    def test_every_field(self) -> None:
+        from learnkit._transfer import validate
+
+        got = validate({"id": 3, "parent_id": "2", "op_type": "a", "outcome": "failure",
+                        "started_at": ISO, "ended_at": "1790000005", "key": 42,
+                        "error_type": "E", "error_message": "boom", "duration": "1.5",
+                        "explore_probability": 0.05, "context": {"complexity": 7}})
+        assert fields(got) == {"id": 3, "parent_id": 2, "op_type": "a", "outcome": "failure",
+                               "started_at": T, "ended_at": T + 5, "key": "42",
+                               "error_type": "E", "error_message": "boom", "duration": 1.5,
+                               "admission": 0.05, "context": {"complexity": 7}}
+
+    @pytest.mark.parametrize(("text", "want"), [
+        ("2026-09-21T14:13:20Z", T), ("2026-09-21T14:13:20+00:00", T),
+        ("2026-09-21T16:13:20+02:00", T), ("2026-09-21T14:13:20", T),  # no zone: UTC
+        ("1790000000", T), (" 1790000000.5 ", T + 0.5),
+    ])
+    def test_times(self, text: str, want: float) -> None:
+        from learnkit._transfer import validate
+
+        assert validate({"op_type": "a", "outcome": "success", "started_at": text}
+                        ).started_at == want
+
+    def test_same_record_same_hash_whatever_the_spelling(self) -> None:
+        from learnkit._transfer import validate
+
+        a = validate({"op_type": "a", "outcome": "success", "started_at": T,
+                      "context": {"x": 1, "y": "z"}})
+        b = validate({"context": {"y": "z", "x": 1}, "started_at": ISO, "outcome": "success",
+                      "op_type": "a", "ended_at": str(T)})
+        c = validate({"op_type": "a", "outcome": "success", "started_at": T,
+                      "context": {"x": 2, "y": "z"}})
+        assert a.digest == b.digest != c.digest
+
+    @pytest.mark.parametrize(("record", "message"), [
+        ({"outcome": "success", "started_at": T}, "op_type is required"),
+        ({"op_type": "", "outcome": "success", "started_at": T}, "op_type is required"),
+        ({"op_type": "a", "outcome": "running", "started_at": T}, "outcome 'running' is not"),
+        ({"op_type": "a", "outcome": "success"}, "started_at is required"),
+        ({"op_type": "a", "outcome": "success", "started_at": True}, "started_at must be"),
+        ({"op_type": "a", "outcome": "success", "started_at": "yesterday"},
+         "neither Unix seconds nor an ISO 8601 time"),
+        ({"op_type": "a", "outcome": "success", "started_at": "nan"}, "must be finite"),
+        ({"op_type": "a", "outcome": "success", "started_at": T, "ended_at": T - 1},
+         "is before started_at"),
+        ({"op_type": "a", "outcome": "success", "started_at": T, "duration": "fast"},
+         "duration must be a number"),
+        ({"op_type": "a", "outcome": "success", "started_at": T, "duration": -1},
+         "finite number in"),
+        ({"op_type": "a", "outcome": "success", "started_at": T, "context": [1]},
+         "context must be an object"),
+        ({"op_type": "a", "outcome": "success", "started_at": T, "colour": "red"},
+         "unknown field 'colour'"),
+        ({"op_type": "a", "outcome": "success", "started_at": T, "id": 0}, "id must be"),
+        ({"op_type": "a", "outcome": "abandoned", "started_at": T, "ended_at": T},
+         "has no ended_at"),
+    ])
+    def test_rejects(self, record: dict[str, Any], message: str) -> None:
+        from learnkit._transfer import validate
+
+        with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+            validate(record)
+
+
+class TestParse:
+    def test_jsonl_good_and_bad_lines(self, tmp_path: Path) -> None:
+        f = tmp_path / "ops.jsonl"
+        f.write_text("\n".join([
+            json.dumps({"op_type": "a", "outcome": "success", "started_at": ISO,
+                        "context": {"lang": "go"}}),
+            "",  # blank lines are skipped, but still counted
+            "{not json",
+            "[1, 2]",
+            json.dumps({"op_type": "a", "outcome": "maybe", "started_at": T}),
+        ]) + "\n")
+        good, bad = parse(f)
+        assert good == [{"op_type": "a", "outcome": "success", "started_at": T, "ended_at": T,
+                         "duration": 0.0, "context": {"lang": "go"}}]
+        assert [p.line for p in bad] == [3, 4, 5]
+        assert bad[0].message.startswith("not valid JSON")
+        assert bad[1].message == "each line must be a JSON object"
+        assert "outcome 'maybe'" in bad[2].message
+
+    def test_csv_good_and_bad_lines(self, tmp_path: Path) -> None:
+        f = tmp_path / "ops.csv"
+        f.write_text(
+            "op_type,outcome,started_at,duration,context.complexity,context.lang,context.ok\n"
+            "a,success,2026-09-21T14:13:20Z,1.5,7,go,true\n"
+            "a,success,1790000000,,3,go,true,extra\n"
+            "a,success,not a time,,,,\n"
+            'b,skipped,1790000000,,2.5,"say ""hi""",null\n'
+        )
+        good, bad = parse(f)
+        assert [g["context"] for g in good] == [
+            {"complexity": 7, "lang": "go", "ok": True},
+            {"complexity": 2.5, "lang": 'say "hi"', "ok": None}]
+        assert [(p.line, p.message[:20]) for p in bad] == [
+            (3, "more cells than the "), (4, "started_at 'not a ti")]
+
+    def test_context_column_as_json_and_unknown_column(self, tmp_path: Path) -> None:
+        f = tmp_path / "ops.csv"
+        f.write_text('op_type,outcome,started_at,context\n'
+                     'a,success,1790000000,"{""complexity"": 4}"\n'
+                     'a,success,1790000000,{oops\n')
+        good, bad = parse(f)
+        assert [g["context"] for g in good] == [{"complexity": 4}]
+        assert [(p.line, p.message) for p in bad] == [
+            (3, "the context column must hold a JSON object")]
+        g = tmp_path / "ops.data"
+        g.write_text("op_type,outcome,started_at,colour\na,success,1790000000,red\n")
+        good, bad = parse(g, "csv")
+        assert good == [] and "unknown field 'colour'" in bad[0].message
+
+    def test_empty_files(self, tmp_path: Path) -> None:
+        (tmp_path / "a.jsonl").write_text("")
+        (tmp_path / "b.csv").write_text("op_type,outcome,started_at\n")
+        assert parse(tmp_path / "a.jsonl") == ([], [])
+        assert parse(tmp_path / "b.csv") == ([], [])

@@ -69,8 +69,7 @@ def test_every_view_states_its_window_and_the_loops(demo: Path) -> None:
     code, out = run("--config", str(demo), "report", "--days", "30")
     assert "analyse the last 7 days (learning.window_days) and may decide differently" in out
     code, out = run("--config", str(demo), "thresholds", "apply")
-    assert "the last 7 days (learning.window_days, as the learning loop)" in out or \
-        "applied:" in out
+    assert "analysed the last 7 days (learning.window_days" in out
 
 
 def test_tiers_and_short_findings(demo: Path) -> None:
@@ -89,13 +88,17 @@ async def test_floor_hides_weak_patterns_and_says_how_many(demo: Path) -> None:
     async with learnkit.open(demo, learning_loop=False) as kit:
         snap = await collect(kit, 30)
     (_, strong), *_ = findings(snap)[0]
+    hidden = findings(snap)[1]
     weak = [attrs.evolve(strong, confidence=c) for c in (0.03, 0.6)]
     summary = {**snap.summary, "failure_patterns": [*snap.summary["failure_patterns"], *weak]}
     snap = attrs.evolve(snap, summary=summary)
     tiers = [t for t, _ in findings(snap)[0]]
-    assert tiers == ["strong", "suggestive"] and findings(snap)[1] == 1
+    assert tiers.count("suggestive") == 1 + [t for t, _ in findings(attrs.evolve(
+        snap, summary={**summary, "failure_patterns": summary["failure_patterns"][:-2]}))[0]
+    ].count("suggestive")
+    assert findings(snap)[1] == hidden + 1
     text = report_markdown(snap)
-    assert "1 pattern below confidence 0.5 not shown (`learning.display_floor`)" in text
+    assert "below confidence 0.5 not shown (`learning.display_floor`)" in text
     assert "| suggestive |" in text and "0.03" not in text
 
 
@@ -134,4 +137,4 @@ def test_dashboard_colours_good_and_bad_and_honours_no_color(
     monkeypatch.setenv("NO_COLOR", "1")
     plain = asyncio.run(render())
     assert "\x1b[32m" not in plain and "\x1b[31m" not in plain
-    assert "strong" in plain  # the word is there without the colour
+    assert "success" in plain and "failure" in plain  # the words are there, uncoloured

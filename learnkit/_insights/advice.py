@@ -9,14 +9,27 @@ from typing import Any
 from .._config import ThresholdConfig
 from .._views.format import hours_span, percent, signed, value_text
 from .patterns import ErrorCluster, FailurePattern, Recommendation
-from .scan import Counts, Scan, Table, Test, _p_below
+from .scan import Scan, ScanResult, Table, Test, ThresholdScan, _p_below
 from .statistics import wilson_interval
 
 __all__ = ["Advisor"]
 
 
-class Advisor(Scan):
-    """A scan that also turns its findings into recommendations."""
+class Advisor:
+    """Turns a scan's findings into recommendations (the break-even rule, then actions)."""
+
+    def __init__(self, scan: Scan) -> None:
+        self.scan = scan
+        self.settings = scan.settings
+        self.thresholds = scan.thresholds
+
+    def recommend(self, result: ScanResult) -> list[Recommendation]:
+        """Threshold moves first, then actions from patterns; most confident first."""
+        recs = self._threshold_recommendations(result.thresholds)
+        moved = {r.threshold for r in recs if r.threshold is not None}
+        recs += self._pattern_recommendations(result.patterns, result.clusters, moved)
+        recs.sort(key=lambda r: -r.confidence)
+        return recs
 
     def _expected(
         self, th: ThresholdConfig, values: dict[Any, list[int]], new: float
@@ -52,7 +65,7 @@ class Advisor(Scan):
         return {k: {"before": before[i], "after": after[i]} for i, k in enumerate(keys)}
 
     def _threshold_recommendations(
-        self, scans: dict[str, tuple[Test | None, dict[str, Any]]], counts: Counts
+        self, scans: dict[str, ThresholdScan]
     ) -> list[Recommendation]:
         """DESIGN's break-even rule, one step at a time, within [min, max]."""
         cfg = self.settings
@@ -60,11 +73,12 @@ class Advisor(Scan):
         breakeven = c / (1 + c)
         m = float(cfg.min_samples)
         recs: list[Recommendation] = []
-        for name, (test, info) in scans.items():
+        for name, ts in scans.items():
             th = self.thresholds[name]
-            if not info:
+            test, bands = ts.test, ts.bands
+            if bands is None:
                 continue
-            values = info["values"]
+            values = bands.values
             s_all = sum(v[0] for v in values.values())
             f_all = sum(v[1] for v in values.values())
             base = (s_all + 0.5) / (s_all + f_all + 1)
@@ -73,22 +87,22 @@ class Advisor(Scan):
             hi = math.inf if th.max is None else th.max
             direction = -1 if th.limit == "max" else 1
             # Lower (tighten): the band just inside the limit is not worth attempting.
-            band = info["band"]
+            band = bands.band
             bs = sum(values[v][0] for v in band)
             bf = sum(values[v][1] for v in band)
             tighter = th.value + direction * th.step
             if (test is not None and bs + bf >= cfg.min_samples and lo <= tighter <= hi
                     and test.q <= cfg.fdr):
-                kept = info["kept"]
+                kept = bands.kept
                 kf = sum(values[v][1] for v in kept)
                 kn = sum(values[v][0] + values[v][1] for v in kept)
-                real = self._confidence_effect(Table(bf, bs + bf, kf, kn))
+                real = self.scan.confidence_effect(Table(bf, bs + bf, kf, kn))
                 conf = _p_below(a0 + bs, b0 + bf, breakeven) * real
                 if conf >= cfg.confidence_threshold:
                     recs.append(self._threshold_rec(
-                        name, th, tighter, conf, values, band, info["kept"], bs, bf, True, test))
+                        name, th, tighter, conf, values, band, bands.kept, bs, bf, True, test))
             # Loosen: exploration shows the band just outside is worth attempting.
-            above = info["above"]
+            above = bands.above
             xs = sum(values[v][3] for v in above)
             xf = sum(values[v][4] for v in above)
             looser = th.value - direction * th.step
@@ -96,7 +110,7 @@ class Advisor(Scan):
                 conf = 1 - _p_below(a0 + xs, b0 + xf, breakeven)
                 if conf >= cfg.confidence_threshold:
                     recs.append(self._threshold_rec(
-                        name, th, looser, conf, values, above, info["kept"] + info["band"],
+                        name, th, looser, conf, values, above, bands.kept + bands.band,
                         xs, xf, False, None))
         return recs
 
@@ -196,5 +210,5 @@ class Advisor(Scan):
                        f"e.g. {c.example[:160]!r}")
                 recs.append(Recommendation(action=f"investigate_cluster:{c.id}", message=msg,
                                            confidence=c.confidence,
-                                           evidence=(self._cluster_pattern(c),)))
+                                           evidence=(self.scan.cluster_pattern(c),)))
         return recs

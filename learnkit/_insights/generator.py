@@ -12,7 +12,7 @@ docs/statistics.md for what the numbers mean.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .._analytics import AnalyticsCollector, _rate, _window
 from .._config import LearningConfig, ThresholdConfig
@@ -20,7 +20,7 @@ from .._errors import UnknownThresholdError
 from .._model import DAY
 from .advice import Advisor
 from .patterns import ErrorCluster, FailurePattern, Recommendation, Summary
-from .scan import TOP_CLUSTERS, Counts, Test
+from .scan import Scan
 
 if TYPE_CHECKING:
     from .._storage.protocol import WindowStats
@@ -35,6 +35,11 @@ class InsightsGenerator:
     ``kit.insights``. Settings (``min_samples``, ``confidence_threshold``,
     ``failure_cost``, ``practical_margin``, ``fdr``) come from the kit's
     config at each call, so edits to learnkit.toml apply.
+
+    **One default window.** Every method here, the learning loop, ``learnkit
+    thresholds apply``, ``report``, ``dashboard`` and ``insights`` analyse the
+    last ``learning.window_days`` days (7 unless configured) when no ``days``
+    is given, so their answers agree; each view prints the window it used.
     """
 
     #: Seconds :meth:`generate_summary` waits for queued operations to be written.
@@ -61,17 +66,30 @@ class InsightsGenerator:
         """Forget the cached analysis (the thresholds it was made under changed)."""
         self._cache = None
 
-    async def generate_summary(self, days: float = 7, *, offset: float = 0) -> Summary:
+    def window(self, days: float | None = None) -> float:
+        """The window in days a call with ``days`` analyses: ``days``, or by default
+        ``learning.window_days`` (7 unless configured)."""
+        return self.settings.window_days if days is None else days
+
+    async def generate_summary(self, days: float | None = None, *, offset: float = 0) -> Summary:
         """Analyse ``[now - offset - days, now - offset)``.
+
+        Args:
+            days: the window; default ``learning.window_days`` (7 unless configured).
+            offset: days back from now where the window ends.
 
         Returns a :class:`Summary` dict whose keys include ``success_rate``,
         ``failure_patterns``, ``recommendations``, ``actions``,
-        ``recommended_thresholds`` and ``sample_size``.
+        ``recommended_thresholds`` and ``sample_size`` (``days`` holds the
+        window used). For code written against the specification it also
+        holds ``recommended_<attribute>`` for each threshold's attribute and
+        the specification's action names; see :class:`Summary`.
 
         What is still queued is included: the writer is flushed first (for at
         most ``FLUSH_TIMEOUT`` seconds; if the store is failing, the analysis
         goes ahead on what is stored and says so in the log).
         """
+        days = self.window(days)
         db = self.collector.database
         writer = db.recorder.writer
         if writer.stats().queued and not await writer.flush(self.FLUSH_TIMEOUT):
@@ -90,8 +108,11 @@ class InsightsGenerator:
         self._cache = (key, summary)
         return summary
 
-    async def recommend_threshold_adjustment(self, name: str, days: float = 7) -> bool:
+    async def recommend_threshold_adjustment(self, name: str, days: float | None = None) -> bool:
         """Whether the analysis of the last ``days`` recommends changing ``name``.
+
+        ``days`` defaults to ``learning.window_days`` (7 unless configured),
+        the window of :meth:`generate_summary`, the loop and ``thresholds apply``.
 
         Raises:
             UnknownThresholdError: learnkit.toml has no such threshold.
@@ -99,9 +120,12 @@ class InsightsGenerator:
         return await self.get_recommended_threshold(name, days) is not None
 
     async def get_recommended_threshold(
-        self, name: str, days: float = 7
+        self, name: str, days: float | None = None
     ) -> int | float | None:
         """The value recommended for threshold ``name``; None when it should stay.
+
+        ``days`` defaults to ``learning.window_days`` (7 unless configured),
+        the window of :meth:`generate_summary`, the loop and ``thresholds apply``.
 
         Raises:
             UnknownThresholdError: learnkit.toml has no such threshold.
@@ -116,82 +140,26 @@ class InsightsGenerator:
         summary = await self.generate_summary(days)
         return summary["recommended_thresholds"].get(name)
 
-    async def error_clusters(self, days: float = 7) -> list[ErrorCluster]:
-        """The error clusters of the last ``days``, largest first."""
+    async def error_clusters(self, days: float | None = None) -> list[ErrorCluster]:
+        """The error clusters of the last ``days`` (default ``learning.window_days``)."""
         return (await self.generate_summary(days))["error_clusters"]
 
     def _analyse(self, ws: WindowStats, prev: WindowStats, days: float, offset: float) -> Summary:
         cfg = self.settings
-        scan = Advisor(cfg, self.thresholds)
-        counts = Counts(ws)
-        tests: list[Test] = []
+        scan = Scan(cfg, self.thresholds)
+        result = scan.run(ws, prev)
         total_counts: dict[str, int] = {}
-        for (_, _, o), n in ws.outcomes.items():
-            total_counts[o] = total_counts.get(o, 0) + n
-        overall = _rate(ws.start, ws.end, total_counts)
         per_type: dict[str, dict[str, int]] = {}
         for (t, _, o), n in ws.outcomes.items():
+            total_counts[o] = total_counts.get(o, 0) + n
             per_type.setdefault(t, {})[o] = per_type.setdefault(t, {}).get(o, 0) + n
+        overall = _rate(ws.start, ws.end, total_counts)
         rates_by_type = {t: _rate(ws.start, ws.end, c) for t, c in sorted(per_type.items())}
-
-        clusters, members = scan._clusters(ws, prev, counts, tests)
-        cluster_of = {m: cid for cid, ms in members.items() for m in ms}
-        by_cluster: dict[tuple[str, str, str, str], int] = {}
-        for (t, et, sig, attr, value), n in ws.error_context.items():
-            cid = cluster_of.get((et, sig))
-            if cid is not None:
-                key = (t, cid, attr, value)
-                by_cluster[key] = by_cluster.get(key, 0) + n
-        for t in counts.types():
-            scan._scan_context(t, counts, tests, None)
-            scan._scan_temporal(t, counts, tests)
-            # A cluster holding nearly all of a type's failures would only
-            # repeat the type's own patterns.
-            type_failures = counts.fail.get(t, 0)
-            top = sorted(
-                (c for c in clusters if c.op_types.get(t, 0) >= cfg.min_samples
-                 and c.op_types[t] < 0.9 * type_failures),
-                key=lambda c: -c.op_types[t],
-            )[:TOP_CLUSTERS]
-            for c in top:
-                scan._scan_context(t, counts, tests, (c, by_cluster))
-        threshold_tests = scan._scan_thresholds(counts, tests)
-
-        import numpy as np
-
-        from .statistics import benjamini_hochberg, storey_pi0
-
-        scan._pi0 = storey_pi0([x.p for x in tests])
-        qs: list[float] = (
-            [float(q) for q in benjamini_hochberg(np.array([x.p for x in tests]))]
-            if tests else []
-        )
-        for test, q in zip(tests, qs, strict=True):
-            test.q = q
-        patterns: list[FailurePattern] = []
-        merged_hours: dict[str, list[tuple[int, Test]]] = {}
-        growth_q: dict[str, float] = {}
-        for test in tests:
-            built = test.build(test.q)
-            if isinstance(built, FailurePattern):
-                patterns.append(built)
-            elif isinstance(built, tuple) and built[0] == "hour":
-                merged_hours.setdefault(built[1], []).append((built[2], test))
-            elif isinstance(built, tuple) and built[0] == "growth":
-                growth_q[built[1]] = built[2]
-        clusters = scan._growth_confidence(
-            [scan._with_growth(c, growth_q.get(c.id)) for c in clusters], scan._exposure)
-        for op_type, hours in merged_hours.items():
-            patterns.extend(scan._merge_hours(op_type, hours, counts))
-        patterns.sort(key=lambda p: (-(p.confidence or 0), p.q_value or 1))
-
-        recs = scan._threshold_recommendations(threshold_tests, counts)
-        moved = {r.threshold for r in recs if r.threshold is not None}
-        recs += scan._pattern_recommendations(patterns, clusters, moved)
-        recs.sort(key=lambda r: -r.confidence)
-        cluster_patterns = [scan._cluster_pattern(c) for c in clusters
+        recs = Advisor(scan).recommend(result)
+        clusters, patterns = result.clusters, result.patterns
+        cluster_patterns = [scan.cluster_pattern(c) for c in clusters
                             if c.count >= cfg.min_samples]
-        return Summary(
+        summary = Summary(
             days=days,
             offset=offset,
             start=ws.start,
@@ -209,6 +177,51 @@ class InsightsGenerator:
                 for r in recs
                 if r.threshold is not None and r.recommended is not None
             },
-            tests=len(tests),
+            tests=result.tests,
         )
+        _add_specification_names(summary, self.thresholds)
+        return summary
+
+
+def spec_action(rec: Recommendation, th: ThresholdConfig) -> str | None:
+    """The specification's name for a threshold move: ``reduce_complexity_threshold``.
+
+    ``reduce_<attribute>_threshold`` when the recommended value is below the
+    current one, ``increase_<attribute>_threshold`` when above.
+    """
+    if rec.recommended is None or rec.current is None or rec.recommended == rec.current:
+        return None
+    verb = "reduce" if rec.recommended < rec.current else "increase"
+    return f"{verb}_{th.attribute}_threshold"
+
+
+def _add_specification_names(summary: Summary, thresholds: dict[str, ThresholdConfig]) -> None:
+    """Add the specification's keys and action names beside learnkit's own.
+
+    ``recommended_<attribute>`` for each threshold's attribute: the
+    recommended value (an alias of ``recommended_thresholds[name]``), or the
+    value in force when no change is recommended, so that code setting the
+    threshold to it changes nothing. An attribute gated by several thresholds
+    gets no alias (it would be ambiguous), nor one whose key is taken.
+    """
+    by_attribute: dict[str, list[str]] = {}
+    for name, th in thresholds.items():
+        by_attribute.setdefault(th.attribute, []).append(name)
+    unique = {names[0]: attr for attr, names in by_attribute.items() if len(names) == 1}
+    extra: dict[str, Any] = {}
+    for name, attr in unique.items():
+        key = f"recommended_{attr}"
+        if key not in summary:
+            extra[key] = summary["recommended_thresholds"].get(name, thresholds[name].value)
+    actions: list[str] = []
+    for rec in summary["recommendations"]:
+        actions.append(rec.action)
+        if rec.threshold in unique:
+            alias = spec_action(rec, thresholds[rec.threshold])
+            if alias is not None and alias not in actions:
+                actions.append(alias)
+    summary["actions"] = actions
+    # Summary is a TypedDict; these keys depend on the config, so they are
+    # known at run time only (typed code reads ``recommended_thresholds``).
+    cast("dict[str, Any]", summary).update(extra)
 

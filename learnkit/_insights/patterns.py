@@ -129,7 +129,20 @@ class Recommendation:
 
 
 class Summary(TypedDict):
-    """What :meth:`InsightsGenerator.generate_summary` returns."""
+    """What :meth:`InsightsGenerator.generate_summary` returns.
+
+    ``days`` is the window analysed (default ``learning.window_days``).
+    ``actions`` holds each recommendation's id (``lower_threshold:max_complexity``)
+    followed, for a threshold move, by the specification's name for it
+    (``reduce_complexity_threshold`` or ``increase_complexity_threshold``).
+
+    Keys known only at run time, for code written against the specification:
+    ``recommended_<attribute>`` for each configured threshold's attribute
+    (``recommended_complexity`` for ``max_complexity``), an alias of
+    ``recommended_thresholds[name]`` that holds the value in force when no
+    change is recommended. A type checker does not know them: typed code
+    reads ``recommended_thresholds``. See docs/specification.md.
+    """
 
     days: float
     offset: float

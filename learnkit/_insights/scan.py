@@ -27,7 +27,18 @@ from .statistics import wilson_interval
 if TYPE_CHECKING:
     from .._storage.protocol import WindowStats
 
-__all__ = ["Counts", "Scan", "Table", "Test"]
+__all__ = [
+    "Counts",
+    "Finding",
+    "GrowthMark",
+    "HourMark",
+    "Scan",
+    "ScanResult",
+    "Table",
+    "Test",
+    "ThresholdBands",
+    "ThresholdScan",
+]
 
 #: Clusters per operation type whose context is scanned separately.
 TOP_CLUSTERS = 5
@@ -64,13 +75,67 @@ class Table:
         return self.n_in + self.n_out
 
 
+@attrs.frozen
+class HourMark:
+    """A significant hour of one operation type; adjacent hours merge into one pattern."""
+
+    op_type: str
+    hour: int
+
+
+@attrs.frozen
+class GrowthMark:
+    """The q-value of an error cluster's growth test."""
+
+    cluster_id: str
+    q: float
+
+
+#: What a hypothesis becomes once its q-value is known.
+Finding = FailurePattern | HourMark | GrowthMark | None
+
+
 @attrs.define
 class Test:
-    """One hypothesis of the scan; ``build`` makes its pattern once q is known."""
+    """One hypothesis of the scan; ``build`` makes its finding once q is known."""
 
     p: float
-    build: Callable[[float], Any]
+    build: Callable[[float], Finding]
     q: float = 1.0
+
+
+@attrs.frozen
+class ThresholdBands:
+    """What one threshold's attribute looks like in the window, by band."""
+
+    #: value -> [ok, fail, skipped, explored ok, explored fail]
+    values: dict[Any, list[int]]
+    #: Values the next step would refuse (just inside the limit).
+    band: list[Any]
+    #: Values kept after that step.
+    kept: list[Any]
+    #: Values one step beyond the limit (refused now, seen only when explored).
+    above: list[Any]
+
+
+@attrs.frozen
+class ThresholdScan:
+    """A threshold's bands and the test that the band just inside fails more (if run)."""
+
+    test: Test | None
+    bands: ThresholdBands | None
+
+
+@attrs.frozen
+class ScanResult:
+    """Everything one scan found, q-values assigned."""
+
+    counts: Counts
+    patterns: list[FailurePattern]
+    clusters: list[ErrorCluster]
+    thresholds: dict[str, ThresholdScan]
+    #: Hypotheses tested (the false discovery rate is controlled over all of them).
+    tests: int
 
 
 class Counts:
@@ -121,6 +186,67 @@ class Scan:
         self._pi0 = 0.99
         self._exposure: dict[str, tuple[int, int]] = {}
 
+    def run(self, ws: WindowStats, prev: WindowStats) -> ScanResult:
+        """Scan one window (``prev``: the window before, for cluster growth).
+
+        Every hypothesis (context values and cut points, per type and per
+        top error cluster; hours, weekdays, change points; cluster growth;
+        threshold bands) joins one Benjamini-Hochberg procedure, then each
+        becomes its finding with its q-value.
+        """
+        cfg = self.settings
+        counts = Counts(ws)
+        tests: list[Test] = []
+        clusters, members = self._clusters(ws, prev, counts, tests)
+        cluster_of = {m: cid for cid, ms in members.items() for m in ms}
+        by_cluster: dict[tuple[str, str, str, str], int] = {}
+        for (t, et, sig, attr, value), n in ws.error_context.items():
+            cid = cluster_of.get((et, sig))
+            if cid is not None:
+                key = (t, cid, attr, value)
+                by_cluster[key] = by_cluster.get(key, 0) + n
+        for t in counts.types():
+            self._scan_context(t, counts, tests, None)
+            self._scan_temporal(t, counts, tests)
+            # A cluster holding nearly all of a type's failures would only
+            # repeat the type's own patterns.
+            type_failures = counts.fail.get(t, 0)
+            top = sorted(
+                (c for c in clusters if c.op_types.get(t, 0) >= cfg.min_samples
+                 and c.op_types[t] < 0.9 * type_failures),
+                key=lambda c: -c.op_types[t],
+            )[:TOP_CLUSTERS]
+            for c in top:
+                self._scan_context(t, counts, tests, (c, by_cluster))
+        threshold_scans = self._scan_thresholds(counts, tests)
+
+        from .statistics import benjamini_hochberg, storey_pi0
+
+        self._pi0 = storey_pi0([x.p for x in tests])
+        qs: list[float] = (
+            [float(q) for q in benjamini_hochberg([x.p for x in tests])]
+            if tests else []
+        )
+        for test, q in zip(tests, qs, strict=True):
+            test.q = q
+        patterns: list[FailurePattern] = []
+        merged_hours: dict[str, list[tuple[int, Test]]] = {}
+        growth_q: dict[str, float] = {}
+        for test in tests:
+            found = test.build(test.q)
+            if isinstance(found, FailurePattern):
+                patterns.append(found)
+            elif isinstance(found, HourMark):
+                merged_hours.setdefault(found.op_type, []).append((found.hour, test))
+            elif isinstance(found, GrowthMark):
+                growth_q[found.cluster_id] = found.q
+        clusters = self._growth_confidence(
+            [self._with_growth(c, growth_q.get(c.id)) for c in clusters], self._exposure)
+        for op_type, hours in merged_hours.items():
+            patterns.extend(self._merge_hours(op_type, hours, counts))
+        patterns.sort(key=lambda p: (-(p.confidence or 0), p.q_value or 1))
+        return ScanResult(counts, patterns, clusters, threshold_scans, len(tests))
+
     def _confidence(self, tables: list[Table]) -> list[float]:
         """P(there is an effect) x P(rate_in - rate_out > margin | effect).
 
@@ -153,7 +279,7 @@ class Scan:
         )
         return [float(x * y) for x, y in zip(beyond, real, strict=True)]
 
-    def _confidence_effect(self, tb: Table) -> float:
+    def confidence_effect(self, tb: Table) -> float:
         """P(the two rates of a table differ at all), spike and slab (see _confidence)."""
         from .statistics import prob_effect
 
@@ -417,9 +543,7 @@ class Scan:
         self, ws: WindowStats, prev: WindowStats, counts: Counts, tests: list[Test]
     ) -> tuple[list[ErrorCluster], dict[str, set[tuple[str, str]]]]:
         """Group failures by error type and mined template; test their growth."""
-        from scipy import stats
-
-        from .statistics import prob_greater
+        from .statistics import binomial_sf, prob_greater
 
         cfg = self.settings
         sigs_by_type: dict[str, set[str]] = {}
@@ -486,7 +610,7 @@ class Scan:
                 clusters[i] = attrs.evolve(cl, confidence=float(conf[i]), trend=trend)
                 if n_now >= cfg.min_samples and e_now and e_prev and n_now + n_prev > 0:
                     share = e_now / (e_now + e_prev)
-                    p = float(stats.binom.sf(n_now - 1, n_now + n_prev, share))
+                    p = binomial_sf(n_now - 1, n_now + n_prev, share)
                     tests.append(Test(p, _cluster_growth_marker(cl.id)))
         clusters.sort(key=lambda c: -c.count)
         return clusters, members
@@ -511,10 +635,10 @@ class Scan:
                 out.append(attrs.evolve(c, confidence=0.0))
                 continue
             tb = Table(c.count, e_now, c.previous_count, e_prev)
-            out.append(attrs.evolve(c, confidence=c.confidence * self._confidence_effect(tb)))
+            out.append(attrs.evolve(c, confidence=c.confidence * self.confidence_effect(tb)))
         return out
 
-    def _cluster_pattern(self, c: ErrorCluster) -> FailurePattern:
+    def cluster_pattern(self, c: ErrorCluster) -> FailurePattern:
         types = ", ".join(f"{t} ({n})" for t, n in sorted(c.op_types.items(), key=lambda x: -x[1]))
         trend = {"new": f"new in this window, first seen {day(c.first_seen)}",
                  "growing": f"growing ({c.previous_count} in the previous window)",
@@ -532,13 +656,11 @@ class Scan:
             confidence=c.confidence, q_value=c.q_value,
         )
 
-    def _scan_thresholds(
-        self, counts: Counts, tests: list[Test]
-    ) -> dict[str, tuple[Test | None, dict[str, Any]]]:
+    def _scan_thresholds(self, counts: Counts, tests: list[Test]) -> dict[str, ThresholdScan]:
         """For each threshold: the band it would refuse next, and the band above."""
         from .statistics import fisher_greater
 
-        out: dict[str, tuple[Test | None, dict[str, Any]]] = {}
+        out: dict[str, ThresholdScan] = {}
         for name, th in self.thresholds.items():
             values: dict[Any, list[int]] = {}
             for t, attrs_ in counts.attrs.items():
@@ -550,9 +672,8 @@ class Scan:
                         for k in range(5):
                             acc[k] += cell[k]
             if not values:
-                out[name] = (None, {})
+                out[name] = ThresholdScan(None, None)
                 continue
-            info: dict[str, Any] = {"values": values}
             step, val = th.step, th.value
             if th.limit == "max":
                 band = [v for v in values if val - step < v <= val]
@@ -562,7 +683,6 @@ class Scan:
                 band = [v for v in values if val <= v < val + step]
                 kept = [v for v in values if v >= val + step]
                 above = [v for v in values if val - step <= v < val]
-            info.update(band=band, kept=kept, above=above)
             bf = sum(values[v][1] for v in band)
             bn = sum(values[v][0] + values[v][1] for v in band)
             kf = sum(values[v][1] for v in kept)
@@ -573,15 +693,15 @@ class Scan:
                 p = float(fisher_greater(bf, bn, bf + kf, bn + kn))
                 test = Test(p, lambda q: None)
                 tests.append(test)
-            out[name] = (test, info)
+            out[name] = ThresholdScan(test, ThresholdBands(values, band, kept, above))
         return out
 
 
 def _p_below(a: float, b: float, x: float) -> float:
     """P(p < x) for p ~ Beta(a, b)."""
-    from scipy import stats
+    from .statistics import beta_cdf
 
-    return float(stats.beta.cdf(x, a, b))
+    return beta_cdf(x, a, b)
 
 
 def _context_sentence(
@@ -610,16 +730,16 @@ def _builder(
     return build
 
 
-def _hour_marker(op_type: str, hour: int) -> Callable[[float], tuple[str, str, int]]:
-    def build(q: float) -> tuple[str, str, int]:
-        return ("hour", op_type, hour)
+def _hour_marker(op_type: str, hour: int) -> Callable[[float], Finding]:
+    def build(q: float) -> Finding:
+        return HourMark(op_type, hour)
 
     return build
 
 
-def _cluster_growth_marker(cid: str) -> Callable[[float], tuple[str, str, float]]:
-    def build(q: float) -> tuple[str, str, float]:
-        return ("growth", cid, q)
+def _cluster_growth_marker(cid: str) -> Callable[[float], Finding]:
+    def build(q: float) -> Finding:
+        return GrowthMark(cid, q)
 
     return build
 

@@ -19,8 +19,11 @@ if TYPE_CHECKING:
 __all__ = [
     "Z95",
     "benjamini_hochberg",
+    "beta_cdf",
+    "binomial_sf",
     "fisher_greater",
     "max_cut",
+    "normal_cdf",
     "prob_greater",
     "wilson_interval",
 ]
@@ -210,3 +213,22 @@ def prob_effect(
     )
     log_odds = np.log((1 - pi0) / (pi0 * np.maximum(k, 1))) + log_bf
     return np.atleast_1d(np.asarray(1 / (1 + np.exp(-np.clip(log_odds, -700, 700))), dtype=float))
+
+
+def beta_cdf(x: float, a: float, b: float) -> float:
+    """P(p < x) for p ~ Beta(a, b)."""
+    from scipy import stats
+
+    return float(stats.beta.cdf(x, a, b))
+
+
+def binomial_sf(k: int, n: int, p: float) -> float:
+    """P(X > k) for X ~ Binomial(n, p)."""
+    from scipy import stats
+
+    return float(stats.binom.sf(k, n, p))
+
+
+def normal_cdf(z: float) -> float:
+    """P(Z < z) for a standard normal Z."""
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))

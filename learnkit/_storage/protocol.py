@@ -175,6 +175,11 @@ class Store(Protocol):
         """
         ...
 
+    def split(self, batch: Batch) -> list[Batch]:
+        """A batch of several rows as two smaller ones, in order, to isolate a row
+        that cannot be written; a batch of one row as ``[batch]``."""
+        ...
+
     # -- reading ---------------------------------------------------------------
 
     async def has_operations(self) -> bool:

@@ -88,7 +88,7 @@ class Encoder:
                 if len(seen) >= _MAX_STRINGS:
                     return OTHER
                 seen.add(value)
-            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            return _dumps(value)
         return None
 
     def context_items(

@@ -18,6 +18,7 @@ import socket
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
@@ -27,7 +28,8 @@ from typing import Any, TypeVar
 import aiosqlite
 import attrs
 
-from .._errors import StoreError, StoreUnavailableError
+from .._aio import run_shielded
+from .._errors import StoreCorruptError, StoreError, StoreUnavailableError
 from .._model import HOUR, Operation
 from .protocol import EXPORT_FIELDS, Batch, ExportRow, ImportRecord, ImportResult, WindowStats
 from .rollup import Aggregate, Encoder
@@ -47,7 +49,7 @@ _NCOLS = _COLUMNS.count(",") + 1
 _INSERT = f"INSERT INTO operations ({_COLUMNS}) VALUES ({','.join('?' * _NCOLS)})"
 _UPDATE = (
     "UPDATE operations SET outcome=?, ended_at=?, duration=?, error_type=?,"
-    " error_message=?, context=?, admission=? WHERE id=?"
+    " error_message=?, context=?, admission=? WHERE id=? AND op_type=?"
 )
 _ROLLUP = (
     "INSERT INTO rollup_hourly (op_type, hour, outcome, n, duration_sum)"
@@ -125,6 +127,11 @@ _TRANSIENT_CODES = frozenset({
     14,   # SQLITE_CANTOPEN
     15,   # SQLITE_PROTOCOL
 })
+# ... and of a damaged file: never retried.
+_CORRUPT_CODES = frozenset({
+    11,   # SQLITE_CORRUPT
+    26,   # SQLITE_NOTADB
+})
 
 
 def translate(exc: sqlite3.Error, where: Path) -> StoreError:
@@ -135,10 +142,58 @@ def translate(exc: sqlite3.Error, where: Path) -> StoreError:
         primary is None and isinstance(exc, sqlite3.OperationalError)
         and any(w in str(exc) for w in ("locked", "busy", "disk", "unable to open"))
     )
-    cls = StoreUnavailableError if transient else StoreError
+    corrupt = primary in _CORRUPT_CODES or (
+        primary is None and isinstance(exc, sqlite3.DatabaseError)
+        and any(w in str(exc) for w in ("malformed", "not a database"))
+    )
+    cls = StoreCorruptError if corrupt else StoreUnavailableError if transient else StoreError
     err = cls(f"{where}: {exc}")
     err.__cause__ = exc
     return err
+
+
+#: ``PRAGMA application_id`` of a learnkit database ("LKIT"): the marker checked on open.
+APPLICATION_ID = 0x4C4B4954
+_OUR_TABLES = frozenset({"operations", "rollup_hourly", "sessions", "meta"})
+
+
+def check_ours(conn: sqlite3.Connection, path: Path) -> None:
+    """Read-only checks that ``path`` (open on ``conn``) is a sound learnkit database.
+
+    Raises:
+        StoreError: another application's database, or a newer schema.
+        StoreCorruptError: the file is damaged or not a database.
+    """
+    try:
+        app = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if version > SCHEMA_VERSION and app in (0, APPLICATION_ID):
+            raise StoreError(
+                f"{path}: schema version {version} was written by a newer learnkit (this "
+                f"one knows up to {SCHEMA_VERSION}); upgrade learnkit. The file was not changed."
+            )
+        ours = app == APPLICATION_ID or (
+            app == 0 and 1 <= version <= SCHEMA_VERSION and tables >= _OUR_TABLES
+        )
+        if not ours and (tables or app != 0 or version != 0):
+            raise StoreError(
+                f"{path}: not a learnkit database (application_id {app}, user_version "
+                f"{version}, tables {', '.join(sorted(tables)) or 'none'}); learnkit does "
+                "not write to other applications' files. Point [storage] path elsewhere. "
+                "The file was not changed."
+            )
+        problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
+    except sqlite3.DatabaseError as exc:
+        raise StoreCorruptError(
+            f"{path}: damaged or not a database ({exc}); the file was not changed. Move it "
+            "away or restore a backup."
+        ) from None
+    if problems != ["ok"]:
+        raise StoreCorruptError(
+            f"{path}: the database is damaged ({'; '.join(problems)}); the file was not "
+            "changed. Move it away or restore a backup."
+        )
 
 
 def _process_start(pid: int) -> str | None:
@@ -201,8 +256,13 @@ class SQLiteStore:
 
     ID_BLOCK = 100_000
 
-    def __init__(self, path: Path, *, busy_timeout: float = 5.0, stale_after: float = 600.0):
+    def __init__(
+        self, path: Path, *, busy_timeout: float = 5.0, stale_after: float = 600.0,
+        read_only: bool = False,
+    ):
         self.path = path
+        #: Open for reading only: no migration, no session, works on a read-only file.
+        self.read_only = read_only
         self.location = str(path)
         self.encoder = Encoder()
         self.busy_timeout = busy_timeout
@@ -267,6 +327,9 @@ class SQLiteStore:
                 f"{self.path}: directory {self.path.parent} does not exist; "
                 "create it or change [storage] path"
             )
+        if self.read_only:
+            await self._open_read_only()
+            return
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="learnkit-writer")
         try:
             await self._in_thread(self._open_sync)
@@ -276,26 +339,73 @@ class SQLiteStore:
             await self._read.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             await self._read.execute("PRAGMA query_only = 1")
         except sqlite3.DatabaseError as exc:
-            await self.aclose()
+            await run_shielded(self.aclose, 2 * self.busy_timeout + 5)
             raise StoreError(f"{self.path}: {exc}; is it a learnkit database?") from None
         except StoreError as exc:
-            await self.aclose()
-            if isinstance(exc, StoreUnavailableError) or not isinstance(
+            await run_shielded(self.aclose, 2 * self.busy_timeout + 5)
+            if isinstance(exc, (StoreUnavailableError, StoreCorruptError)) or not isinstance(
                 exc.__cause__, sqlite3.DatabaseError
             ):
                 raise
             raise StoreError(f"{exc}; is it a learnkit database?") from None
         except BaseException:
-            await self.aclose()
+            await run_shielded(self.aclose, 2 * self.busy_timeout + 5)
             raise
 
+    async def _open_read_only(self) -> None:
+        """Open for reading: checks only, never a write (nor a journal-mode switch)."""
+        if not self.path.is_file():
+            raise StoreError(f"{self.path}: no such database")
+
+        def check(uri: str) -> None:
+            conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout)
+            try:
+                check_ours(conn, self.path)
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+            finally:
+                conn.close()
+            if version < SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: written by an older learnkit (schema {version}); open it "
+                    "once with a program that records (or `learnkit thresholds apply`) to "
+                    "migrate it"
+                )
+
+        base = "file:" + urllib.parse.quote(str(self.path.resolve()))
+        for uri in (base + "?mode=ro", base + "?immutable=1"):
+            try:
+                await asyncio.to_thread(check, uri)
+                self._read = await aiosqlite.connect(
+                    uri, uri=True, isolation_level=None, timeout=self.busy_timeout
+                )
+                await self._read.execute(
+                    f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+                await self._read.execute("PRAGMA query_only = 1")
+                await self.fetchall("SELECT 1 FROM operations LIMIT 1")
+                return
+            except sqlite3.OperationalError as exc:  # a read-only WAL file needs immutable
+                last: BaseException = exc
+            except StoreUnavailableError as exc:
+                last = exc
+            if self._read is not None:
+                await self._read.close()
+                self._read = None
+        raise StoreError(f"{self.path}: cannot be read ({last})")
+
     def _open_sync(self) -> None:
+        existed = self.path.exists() and self.path.stat().st_size > 0
+        if not self.path.exists():
+            # Created readable by its owner only; SQLite gives -wal and -shm the same mode.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         conn = sqlite3.connect(
             self.path, isolation_level=None, timeout=self.busy_timeout,
             check_same_thread=False,
         )
         self._conn = conn
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        if existed:
+            self._check_ours(conn)  # before anything that could write to it
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
             raise StoreError(f"{self.path}: cannot use WAL journal mode (got {mode})")
@@ -314,11 +424,18 @@ class SQLiteStore:
                     conn.execute(stmt)
             if version != SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('next_id',"
                 " (SELECT coalesce(max(id), 0) + 1 FROM operations))"
             )
         self._register_session()
+
+    def _check_ours(self, conn: sqlite3.Connection) -> None:
+        """Refuse, without writing a byte, a file that is not a sound learnkit database
+        of a schema this version knows: damaged, another application's, or newer."""
+        check_ours(conn, self.path)
 
     def _register_session(self) -> None:
         now = time.time()
@@ -331,14 +448,15 @@ class SQLiteStore:
             )
             self.session_id = cur.lastrowid or 0
             others = conn.execute(
-                "SELECT id, host, pid, pid_start, heartbeat_at FROM sessions"
-                " WHERE state = 'open' AND id != ?",
+                "SELECT id, host, pid, pid_start, heartbeat_at, state FROM sessions"
+                " WHERE state IN ('open', 'closed-running') AND id != ?",
                 (self.session_id,),
             ).fetchall()
             dead = [
                 sid
-                for sid, h, p, ps, hb in others
-                if (h == host and not _pid_alive(p, ps))
+                for sid, h, p, ps, hb, st in others
+                if st == "closed-running"
+                or (h == host and not _pid_alive(p, ps))
                 or (h != host and now - hb > self.stale_after)
             ]
             if dead:
@@ -371,11 +489,16 @@ class SQLiteStore:
         if conn is None:
             return
         if self.session_id:
-            # A session left open is recovered by the next open.
+            # A session left open is recovered by the next open; so is one closed
+            # with operations still running (their completions came too late).
             with contextlib.suppress(sqlite3.Error):
+                running = conn.execute(
+                    "SELECT 1 FROM operations WHERE ended_at IS NULL AND outcome = 'running'"
+                    " AND session_id = ? LIMIT 1", (self.session_id,),
+                ).fetchone()
                 conn.execute(
-                    "UPDATE sessions SET state = 'closed', ended_at = ? WHERE id = ?",
-                    (time.time(), self.session_id),
+                    "UPDATE sessions SET state = ?, ended_at = ? WHERE id = ?",
+                    ("closed-running" if running else "closed", time.time(), self.session_id),
                 )
         conn.close()
 
@@ -457,11 +580,11 @@ class SQLiteStore:
         coerced = 0
         for op in completed:
             ctx, bad, items = encode_context(op.op_type, op.context)
-            coerced += bad
+            coerced += bad or op.coerced > 0
             if op.persisted:
                 updates.append(
                     (op.outcome, op.ended_at, op.duration, op.error_type,
-                     op.error_message, ctx, op.admission, op.db_id)
+                     op.error_message, ctx, op.admission, op.db_id, op.op_type)
                 )
             else:
                 parent = op.parent
@@ -491,6 +614,41 @@ class SQLiteStore:
             op.persisted = True
             i += 1
         return Prepared(inserts, updates, agg, coerced)
+
+    def split(self, batch: Batch) -> list[Batch]:
+        """A batch of several rows as two halves, in order (to isolate a row that
+        cannot be written); a batch of one row as itself."""
+        if not isinstance(batch, Prepared):
+            raise TypeError(f"not a batch this store prepared: {batch!r}")
+        entries: list[tuple[bool, tuple[Any, ...]]] = [
+            (True, r) for r in batch.inserts] + [(False, r) for r in batch.updates]
+        if len(entries) <= 1:
+            return [batch]
+        half = len(entries) // 2
+        return [self._rebuild(entries[:half]), self._rebuild(entries[half:])]
+
+    def _rebuild(self, entries: list[tuple[bool, tuple[Any, ...]]]) -> Prepared:
+        agg = self.encoder.aggregate()
+        inserts: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
+        items_of = self.encoder.context_items
+        for is_insert, row in entries:
+            if is_insert:
+                inserts.append(row)
+                _, t, _, o, started, ended, dur, et, msg, ctx, _, _, adm = row
+            else:
+                updates.append(row)
+                o, ended, dur, et, msg, ctx, adm, _, t = row
+                started = ended
+            if o == "running":
+                continue
+            try:
+                items = items_of(t, json.loads(ctx)) if ctx else ()
+            except (TypeError, ValueError):
+                items = ()
+            agg.add(t, o, ended if ended is not None else started, dur, items, et, msg,
+                    adm is not None)
+        return Prepared(inserts, updates, agg, 0)
 
     def _insert_sql(self, rows: int) -> str:
         sql = self._insert_cache.get(rows)
@@ -527,13 +685,6 @@ class SQLiteStore:
         self.context_coerced += p.coerced
         p.coerced = 0
         return fut
-
-    async def write_batch(
-        self, completed: Sequence[Operation], running: Sequence[Operation] = ()
-    ) -> int:
-        """Prepare and commit one batch; returns the rows touched."""
-        await self.reserve_ids(2 * (len(completed) + len(running)))
-        return await self.commit(self.prepare(completed, running))
 
     # -- reading -----------------------------------------------------------
 

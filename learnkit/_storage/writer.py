@@ -16,10 +16,11 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 import attrs
 
-from .._errors import StoreError
+from .._errors import StoreCorruptError, StoreError, StoreUnavailableError
 from .._model import Operation
 from .protocol import Batch, Store
 
@@ -40,12 +41,17 @@ class WriterStats:
     queued: int
     #: Operations running in this process and not yet stored as running rows.
     running: int
-    #: Operations that could not be kept (queue full for a caller that cannot wait).
+    #: Operations that could not be kept (queue full for a caller that cannot wait,
+    #: unwritten at close, or a corrupt database); exact.
     dropped: int
-    #: Batches that failed and were retried.
+    #: Batches that failed (and were retried or split), and writer faults caught.
     write_errors: int
-    #: Context values stored as their repr because JSON could not hold them.
+    #: Operations whose context had keys or values cleaned (bounded, invalid Unicode
+    #: replaced, or kept as repr) when recorded.
     context_coerced: int
+    #: Records refused: invalid times, or a row the store would not take (isolated
+    #: by splitting its batch); each logged.
+    rejected: int
     #: The last write error, if any.
     last_error: str | None
     #: Running operations of dead processes marked abandoned when this kit opened.
@@ -64,8 +70,11 @@ class Writer:
         max_queue: int,
         running_after: float = 1.0,
         heartbeat_every: float = 30.0,
+        scrub: Callable[[Operation], None] | None = None,
     ) -> None:
         self.store = store
+        #: Called on every operation before it becomes rows (credential scrubbing).
+        self.scrub = scrub
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.max_queue = max_queue
@@ -77,7 +86,10 @@ class Writer:
         self.enqueued = 0
         self.written = 0
         self.dropped = 0
+        self.rejected = 0
         self.write_errors = 0
+        #: Set when the database turned out damaged: nothing more is attempted.
+        self.broken: str | None = None
         self.last_error: str | None = None
         self.failing = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -89,6 +101,11 @@ class Writer:
         self._task: asyncio.Task[None] | None = None
         self._retry: deque[Batch] = deque()
         self._closing = False
+        self._drain_task: asyncio.Task[bool] | None = None
+        #: True once closed: later records are dropped and counted.
+        self.closed = False
+        #: True in a child process forked while this writer ran.
+        self.forked = False
         self._last_heartbeat = 0.0
         self._last_drop_log = 0.0
 
@@ -105,7 +122,10 @@ class Writer:
         logged). The same hard cap bounds memory while the store is failing.
         """
         q = self.queue
-        if len(q) >= self.max_queue and not (will_wait and not self.failing):
+        if self.broken is not None or self.closed or self.forked:
+            self._refuse_late()
+            return False
+        if len(q) >= self.max_queue and not will_wait:
             if len(q) >= 2 * self.max_queue or not self._may_exceed():
                 self._drop(1)
                 return False
@@ -121,7 +141,8 @@ class Writer:
             self.wake()
             with self._room_threads:
                 self._room_threads.wait_for(
-                    lambda: len(self.queue) < self.max_queue or self._closing or self.failing,
+                    lambda: len(self.queue) < self.max_queue or self._closing
+                    or self.broken is not None,
                     timeout=30.0,
                 )
         return len(self.queue) < 2 * self.max_queue
@@ -131,20 +152,51 @@ class Writer:
         now = time.monotonic()
         if now - self._last_drop_log > 5.0:
             self._last_drop_log = now
-            log.error(
-                "learnkit dropped %d record(s) in all: the write queue is full "
-                "(storage.max_queue = %d) and the caller could not wait%s",
-                self.dropped, self.max_queue,
-                f"; last write error: {self.last_error}" if self.failing else "",
+            self._log_drops("so far")
+
+    def _log_drops(self, when: str) -> None:
+        why = (
+            f"the database is damaged ({self.broken})" if self.broken is not None
+            else f"the write queue was full (storage.max_queue = {self.max_queue}) and the "
+            "caller could not wait"
+        )
+        log.error(
+            "learnkit dropped %d record(s) %s: %s%s", self.dropped, when, why,
+            f"; last write error: {self.last_error}" if self.failing else "",
+        )
+
+    def _refuse_late(self) -> None:
+        first = self.dropped == 0
+        self.dropped += 1
+        if self.forked and first:
+            log.warning(
+                "learnkit: records made in a forked child process are dropped (counted in "
+                "kit.stats.dropped); open a kit in the child to track its work there"
             )
+        elif self.closed and first:
+            log.warning("learnkit: a record arrived after its kit closed; dropped and counted")
+        elif not self.forked and not self.closed:
+            self._drop(0)
+
+    def reject(self, op: Operation | None, reason: str) -> None:
+        """Count and log a record refused as invalid (never raises)."""
+        self.rejected += 1
+        log.error("learnkit refused a record (%d in all): %s", self.rejected, reason)
+        if op is not None:
+            self.live.pop(op, None)
 
     @property
     def full(self) -> bool:
-        """True when async callers should wait for the writer (backpressure)."""
-        return len(self.queue) >= self.max_queue and not self.failing
+        """True when async callers should wait for the writer (backpressure).
+
+        Also while the store is failing: the queue bounds memory, and waiting
+        callers are released when the store recovers, the kit closes, or the
+        database turns out damaged.
+        """
+        return len(self.queue) >= self.max_queue and self.broken is None
 
     async def wait_for_room(self) -> None:
-        """Wait until the queue is below ``max_queue`` (or the writer is failing)."""
+        """Wait until the queue is below ``max_queue`` (or the kit closes)."""
         while self.full and not self._closing:
             self._room.clear()
             self.wake()
@@ -178,8 +230,18 @@ class Writer:
             self._wake.clear()
             if self._closing:
                 break
-            ok = await self.drain(everything=False)
+            try:
+                ok = await self.drain(everything=False)
+            except Exception as exc:  # a bug must not end the writer: log, count, go on
+                self._fault(exc)
+                ok = False
             backoff = 0.0 if ok else min(max(backoff * 2, 0.05), 5.0)
+
+    def _fault(self, exc: BaseException) -> None:
+        self.write_errors += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        log.error("learnkit writer fault (it keeps running; %d record(s) kept): %s",
+                  self.pending, self.last_error, exc_info=exc)
 
     async def drain(self, *, everything: bool) -> bool:
         """Write what is queued; True when every batch attempted succeeded.
@@ -193,15 +255,12 @@ class Writer:
         ids) and is retried, in order, before anything newer.
         """
         async with self._lock:
+            if self.broken is not None:
+                self._discard()
+                return False
+            if not await self._commit_retries():
+                return False
             store = self.store
-            while self._retry:
-                try:
-                    self.written += await store.commit(self._retry[0])
-                except (StoreError, OSError) as exc:
-                    self._failed(exc)
-                    return False
-                self._retry.popleft()
-                self._recovered()
             pending: tuple[Batch, asyncio.Future[int]] | None = None
             ok = True
             rounds = 0
@@ -213,37 +272,115 @@ class Writer:
                 batch = [self.queue.popleft() for _ in range(n)]
                 try:
                     await store.reserve_ids(2 * (n + len(running)))
-                except (StoreError, OSError) as exc:
+                    prepared = self._prepare(batch, running)
+                except BaseException as exc:
                     self.queue.extendleft(reversed(batch))
                     for op in running:
                         self.live[op] = None
+                    if not isinstance(exc, Exception):
+                        raise
                     self._failed(exc)
                     ok = False
                     break
-                prepared = store.prepare(batch, running)
                 if pending is not None and not await self._settle(pending):
-                    self._retry.append(prepared)
+                    self._retry.extend(prepared)
                     pending = None
                     ok = False
                     break
-                pending = (prepared, store.commit(prepared))
+                for extra in prepared[:-1]:  # only after a fault in prepare
+                    self._retry.append(extra)
+                if prepared[:-1] and not await self._commit_retries():
+                    self._retry.append(prepared[-1])
+                    ok = False
+                    break
+                pending = (prepared[-1], store.commit(prepared[-1]))
                 rounds += 1
                 if not everything and (rounds >= 8 or len(self.queue) < self.batch_size):
                     break
             if pending is not None and not await self._settle(pending):
-                ok = False
+                ok = await self._commit_retries()
             if ok:
                 await self._maybe_heartbeat()
             self._signal_room()
             return ok
 
+    def _prepare(self, batch: list[Operation], running: list[Operation]) -> list[Batch]:
+        """Prepare a batch; if that fails (a bug), each operation alone, refusing any
+        that still fails, so that one bad record costs only itself."""
+        try:
+            if self.scrub is not None:
+                for op in batch:
+                    self.scrub(op)
+                for op in running:
+                    self.scrub(op)
+            return [self.store.prepare(batch, running)]
+        except Exception as exc:
+            self._fault(exc)
+        out: list[Batch] = []
+        for op in [*batch, *running]:
+            try:
+                out.append(self.store.prepare([op], []) if op in batch
+                           else self.store.prepare([], [op]))
+            except Exception as exc:
+                self.reject(op, f"{op!r} could not be prepared: {type(exc).__name__}: {exc}")
+        return out or [self.store.prepare([], [])]
+
+    async def _commit_retries(self) -> bool:
+        """Commit kept batches in order. A transient fault stops (False: retry later);
+        any other fault splits the batch until the row at fault is alone, and
+        refuses that row."""
+        while self._retry:
+            head = self._retry[0]
+            try:
+                self.written += await self.store.commit(head)
+            except StoreUnavailableError as exc:
+                self._failed(exc)
+                return False
+            except StoreCorruptError as exc:
+                self._corrupt(exc)
+                return False
+            except Exception as exc:
+                self.write_errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self._retry.popleft()
+                parts = self.store.split(head)
+                if len(parts) == 1:
+                    self.reject(None, f"a row {self.store.location} would not take: "
+                                f"{self.last_error}")
+                else:
+                    self._retry.extendleft(reversed(parts))
+                continue
+            self._retry.popleft()
+            self._recovered()
+        return True
+
+    def _corrupt(self, exc: BaseException) -> None:
+        self.write_errors += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if self.broken is None:
+            self.broken = self.last_error
+            log.error(
+                "learnkit stops writing to %s: the database is damaged (%s). Records are "
+                "counted as dropped; move the file away (or restore a backup) and restart.",
+                self.store.location, self.last_error,
+            )
+        self._discard()
+
+    def _discard(self) -> None:
+        lost = self.pending
+        self.queue.clear()
+        self._retry.clear()
+        if lost:
+            self.dropped += lost
+        self._signal_room()
+
     async def _settle(self, pending: tuple[Batch, asyncio.Future[int]]) -> bool:
         prepared, fut = pending
         try:
             self.written += await fut
-        except (StoreError, OSError) as exc:
+        except Exception:
+            # Kept, in order; _commit_retries tells a transient fault from a bad row.
             self._retry.append(prepared)
-            self._failed(exc)
             return False
         self._recovered()
         return True
@@ -273,6 +410,9 @@ class Writer:
         return out
 
     def _failed(self, exc: BaseException) -> None:
+        if isinstance(exc, StoreCorruptError):
+            self._corrupt(exc)
+            return
         self.write_errors += 1
         self.last_error = f"{type(exc).__name__}: {exc}"
         if not self.failing:
@@ -284,7 +424,7 @@ class Writer:
         self._signal_room()
 
     def _signal_room(self) -> None:
-        if len(self.queue) < self.max_queue or self.failing:
+        if len(self.queue) < self.max_queue or self.broken is not None or self._closing:
             self._room.set()
             with self._room_threads:
                 self._room_threads.notify_all()
@@ -301,36 +441,88 @@ class Writer:
         """Make everything queued so far durable; True when it all was.
 
         Retries failed writes until ``timeout`` seconds pass (forever when
-        None); never raises for a storage fault.
+        None); never raises for a storage fault. The timeout holds even while a
+        commit waits on another process's lock: the write then carries on in
+        the background, and False is returned on time.
         """
+        if self.forked:
+            return False
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.02
         while True:
-            if await self.drain(everything=True):
+            task = self._drain_task
+            if task is None or task.done():
+                task = self._drain_task = asyncio.get_running_loop().create_task(
+                    self._drain_all(), name="learnkit-flush"
+                )
+            if deadline is None:
+                ok = await asyncio.shield(task)
+            else:
+                done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - time.monotonic()))
+                if not done:
+                    return False
+                ok = task.result()
+            if ok:
                 return True
-            if deadline is not None and time.monotonic() >= deadline:
+            if self.broken is not None:
                 return False
-            await asyncio.sleep(delay)
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                await asyncio.sleep(min(delay, left))
+            else:
+                await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
+    async def _drain_all(self) -> bool:
+        try:
+            return await self.drain(everything=True)
+        except Exception as exc:
+            self._fault(exc)
+            return False
+
     async def aclose(self, timeout: float = 10.0) -> None:
-        """Write everything, stop the task, and report what could not be kept."""
+        """Write everything (running operations as ``running``), stop the task, and
+        report exactly what could not be kept. Later records are dropped, counted."""
+        if self.forked:
+            self.closed = True
+            return
         ok = await self.flush(timeout=timeout)
         self._closing = True
         self._wake.set()
         self._signal_room()
+        if self._drain_task is not None:  # a write still in progress after the timeout
+            (last,) = await asyncio.gather(self._drain_task, return_exceptions=True)
+            ok = ok or last is True
+            self._drain_task = None
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        self.closed = True
         if not ok:
             lost = self.pending
-            self._drop(lost)
-            log.error(
-                "learnkit closed with %d record(s) unwritten to %s (%s)",
-                lost, self.store.location, self.last_error,
-            )
+            self.dropped += lost
+            if lost:
+                log.error(
+                    "learnkit closed with %d record(s) unwritten to %s (%s)",
+                    lost, self.store.location, self.last_error,
+                )
             self.queue.clear()
             self._retry.clear()
+        if self.dropped:
+            self._log_drops("in all")
+
+    def after_fork(self) -> None:
+        """In a child process: this writer's task and thread stayed in the parent.
+
+        Records made here are dropped and counted, with one warning; closing
+        does nothing (it must not wait for a thread that does not exist).
+        """
+        self.forked = True
+        self.queue.clear()
+        self._retry.clear()
+        self.live.clear()
 
     def stats(self) -> WriterStats:
         """A snapshot of the counters."""
@@ -342,6 +534,7 @@ class Writer:
             dropped=self.dropped,
             write_errors=self.write_errors,
             context_coerced=self.store.context_coerced,
+            rejected=self.rejected,
             last_error=self.last_error,
             abandoned_on_open=self.store.abandoned_on_open,
         )

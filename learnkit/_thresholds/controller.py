@@ -11,10 +11,11 @@ confidence, it is rolled back.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from .._config import Config, ThresholdConfig
     from .._database import Database
 
-__all__ = ["ThresholdChange", "ThresholdController", "Verdict"]
+__all__ = ["ManualUpdate", "ThresholdChange", "ThresholdController", "Verdict"]
 
 #: Confidence needed to call a change worse from overall utility alone.
 OVERALL_CONFIDENCE = 0.95
@@ -50,9 +51,9 @@ class ThresholdChange:
     old_value: float | int | None
     #: Value after.
     new_value: float | int
-    #: ``lower``, ``raise`` or ``rollback``.
+    #: ``lower``, ``raise``, ``rollback`` or ``manual`` (``kit.config.update``).
     kind: str
-    #: Confidence of the recommendation (None for a manual rollback).
+    #: Confidence of the recommendation (None for a rollback or a manual change).
     confidence: float | None
     #: Why, in words.
     reason: str
@@ -88,6 +89,28 @@ class Verdict:
     reason: str
     #: Whether this evaluation rolled the change back.
     rolled_back: bool = False
+
+
+class ManualUpdate:
+    """What ``kit.config.update(...)`` returns: the change is already made.
+
+    Awaiting it waits until the change is recorded in the store and gives the
+    recorded changes; not awaiting it is fine (the record lands in the
+    background and is durable when the kit closes).
+    """
+
+    def __init__(self, recorded: asyncio.Future[list[ThresholdChange]],
+                 values: dict[str, int | float]) -> None:
+        self._recorded = recorded
+        #: The values in force after the call, by threshold name.
+        self.values = values
+
+    def __await__(self) -> Generator[Any, None, list[ThresholdChange]]:
+        return self._recorded.__await__()
+
+    def __repr__(self) -> str:
+        state = "recorded" if self._recorded.done() else "recording"
+        return f"<ManualUpdate {self.values!r} {state}>"
 
 
 def _num(v: float) -> int | float:
@@ -138,6 +161,8 @@ class ThresholdController:
         self.logger = logger or log
         #: Called after a threshold changed (the kit drops cached analyses).
         self._on_change = on_change or (lambda: None)
+        #: Recordings of manual changes not yet awaited (see :meth:`update`).
+        self._pending: set[asyncio.Task[list[ThresholdChange]]] = set()
 
     # -- reading ------------------------------------------------------------------
 
@@ -310,6 +335,107 @@ class ThresholdController:
                             name, th.value, last.old_value, reason)
         return _change({**row, "id": row_id, "verdict": None, "verdict_at": None})
 
+    # -- changes by hand ------------------------------------------------------------
+
+    def _plan(self, cfg: Config, values: Mapping[str, int | float]) -> dict[str, int | float]:
+        """Check every value against bounds and step; the ones that change something."""
+        plan: dict[str, int | float] = {}
+        for name, value in values.items():
+            th = self._threshold(cfg, name)
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            new = _num(value) if isinstance(th.value, int) else value
+            lo = -math.inf if th.min is None else th.min
+            hi = math.inf if th.max is None else th.max
+            if not lo <= new <= hi:
+                raise ValueError(f"{name} = {new} lies outside [min, max] = [{th.min}, {th.max}] "
+                                 f"in {cfg.path}; nothing was changed")
+            if abs(new - th.value) > th.step * (1 + 1e-9):
+                raise ValueError(f"{name} may move at most step = {th.step} at a time, from "
+                                 f"{th.value}; {new} is further; nothing was changed")
+            if new != th.value:
+                plan[name] = new
+        return plan
+
+    def update(self, values: Mapping[str, int | float], *,
+               reason: str = "set by hand") -> ManualUpdate:
+        """Set threshold values by hand (``kit.config.update`` calls this).
+
+        Every value is checked first (``min``, ``max``, ``step``); then each
+        is written with :func:`rewrite_threshold`, atomically under the file
+        lock and refusing to clobber an edit made since the file was read (it
+        is re-read and the values checked again), and put in force before
+        this returns. Each change is recorded as kind ``manual``: it starts
+        the controller's cooldown like any change, and the controller never
+        judges or rolls it back. Await the result for the recorded changes.
+
+        Raises:
+            UnknownThresholdError: a name is not a threshold in learnkit.toml.
+            ValueError: a value is not a number, or is out of bounds or step.
+            ConfigError: learnkit.toml is invalid now; it is left untouched.
+            LearnkitError: not called on a running event loop.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise LearnkitError(
+                "kit.config.update must be called on the event loop the kit was opened in"
+            ) from None
+        db = self._db
+        rows: list[dict[str, Any]] = []
+        try:
+            self._write_by_hand(values, reason, rows)
+        finally:
+            # Whatever was written is recorded, even when a later value failed.
+            if rows:
+                self._on_change()
+            task = loop.create_task(self._record(rows), name="learnkit-record-manual-change")
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+        in_force = {name: db.live.config.thresholds[name].value for name in values}
+        return ManualUpdate(task, in_force)
+
+    def _write_by_hand(self, values: Mapping[str, int | float], reason: str,
+                       rows: list[dict[str, Any]]) -> None:
+        db = self._db
+        for _attempt in range(3):
+            db.live.refresh(force=True)
+            cfg = db.live.config
+            plan = self._plan(cfg, values)
+            try:
+                for name, new in plan.items():
+                    old = cfg.thresholds[name].value
+                    cfg = rewrite_threshold(cfg.path, name, new, cfg.digest)
+                    db.live.set(cfg)
+                    rows.append({
+                        "at": db.now(), "name": name, "old_value": old, "new_value": new,
+                        "kind": "manual", "confidence": None, "reason": reason,
+                        "evidence": "[]", "samples": None, "status": "applied",
+                    })
+                    self.logger.info("learnkit: %s %s -> %s by hand: %s", name, old, new, reason)
+            except ConcurrentEditError:
+                continue  # edited since it was read: re-read and check again
+            return
+        raise ConcurrentEditError(
+            f"{db.live.config.path} kept changing while updating {', '.join(values)}")
+
+    async def _record(self, rows: list[dict[str, Any]]) -> list[ThresholdChange]:
+        out = []
+        for row in rows:
+            row_id = await self._db.store.record_change(row)
+            out.append(_change({**row, "id": row_id, "verdict": None, "verdict_at": None}))
+        return out
+
+    async def drain(self) -> None:
+        """Wait until every manual change made so far is recorded (the kit does at close)."""
+        while self._pending:
+            results = await asyncio.gather(*self._pending, return_exceptions=True)
+            for r in results:
+                if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
+                    self.logger.error("learnkit: a manual threshold change was made but not "
+                                      "recorded in the history: %s", r)
+
     # -- measuring ----------------------------------------------------------------
 
     async def evaluate(self, *, auto_rollback: bool = True) -> list[Verdict]:
@@ -347,7 +473,7 @@ class ThresholdController:
         return verdicts
 
     async def _measure(self, cfg: Config, th: ThresholdConfig, c: ThresholdChange) -> Verdict:
-        from scipy import stats
+        from .._insights.statistics import beta_cdf, normal_cdf
 
         db = self._db
         lc = cfg.learning
@@ -376,12 +502,12 @@ class ThresholdController:
         p_worse = p_better = 0.0
         if ub is not None and ua is not None and nb >= lc.min_samples:
             se = math.sqrt(vb / nb + va / na) or 1e-12
-            p_worse = float(stats.norm.cdf((ub - ua) / se))
+            p_worse = normal_cdf((ub - ua) / se)
             p_better = 1 - p_worse
         band_worse = 0.0
         if band["n"] >= lc.min_samples:
             s, f = band["successes"], band["failures"]
-            below = float(stats.beta.cdf(breakeven, 0.5 + s, 0.5 + f))
+            below = beta_cdf(breakeven, 0.5 + s, 0.5 + f)
             band_worse = 1 - below if c.kind == "lower" else below
         conf = lc.confidence_threshold
         if band_worse >= conf:

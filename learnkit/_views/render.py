@@ -306,7 +306,7 @@ def dashboard_text(snap: Snapshot) -> str:
     for c in clusters:
         out.append(f"  {c.count:>6,}  {pct(c.share_of_failures, 0):>4}  {c.trend:<8} "
                    f"{c.error_type}: {c.template[:90]}")
-    out += ["", f"Recommendations ({win})"]
+    out += ["", f"Recommendations ({fmt_value(snap.days)} days)"]
     if not s["recommendations"]:
         out.append(f"  none at confidence >= {snap.confidence_threshold:g}")
     for rec in s["recommendations"]:
@@ -387,7 +387,7 @@ def dashboard_rich(snap: Snapshot, console: Console) -> None:
         for r in s["recommendations"]
     )
     console.print(Panel(recs or Text(f"none at confidence >= {snap.confidence_threshold:g}"),
-                        title="Recommendations"))
+                        title=f"Recommendations ({snap.days:g} days)"))
     lines = Text()
     for name, th in snap.thresholds.items():
         lines.append(threshold_line(name, th) + "\n")
@@ -497,7 +497,9 @@ def report_markdown(snap: Snapshot, *, detailed: bool = False) -> str:
             out += _cluster_md(c)
     else:
         out.append("None.")
-    out += ["", "## Recommendations", ""]
+    out += ["", "## Recommendations", "",
+            f"From the last {d} days of outcomes (`learnkit thresholds apply` and the "
+            "learning loop analyse `learning.window_days`).", ""]
     if snap.days != snap.window_days:
         out += [f"For this {d}-day window. The learning loop and `learnkit thresholds apply` "
                 f"analyse the last {fmt_value(snap.window_days)} days (learning.window_days) "

@@ -248,11 +248,24 @@ class TestHonesty:
         strict = BASE_CONFIG.replace("confidence_threshold = 0.7", "confidence_threshold = 0.95")
 
         def gen(r: random.Random, t: float) -> tuple[bool, dict[str, Any], str]:
+            # a strong cause (region "eu": 60% against 22%) that clears 0.95, and a
+            # weak one (lang "a": 28.5%) that clears 0.7 but not 0.95 on this seed
             lang = r.choice(["a", "b", "c"])
-            return r.random() < (0.3 if lang == "a" else 0.22), {"lang": lang}, "x"
+            region = r.choice(["eu", "us", "ap", "sa"])
+            p = 0.6 if region == "eu" else 0.285 if lang == "a" else 0.22
+            return r.random() < p, {"lang": lang, "region": region}, "x"
 
-        s = await summary_of(tmp_path, gen, 3000, config=strict)
+        (tmp_path / "lax").mkdir()
+        (tmp_path / "strict").mkdir()
+        lax = await summary_of(tmp_path / "lax", gen, 3000)
+        s = await summary_of(tmp_path / "strict", gen, 3000, config=strict)
+        assert s["recommendations"], "the planted region cause should be recommended"
         assert all(r.confidence >= 0.95 for r in s["recommendations"])
+        assert any("region == 'eu'" in r.message for r in s["recommendations"])
+        # the same data at 0.7 recommends more; 0.95 keeps exactly those that clear it
+        assert any(r.confidence < 0.95 for r in lax["recommendations"])
+        assert [r.action for r in s["recommendations"]] == [
+            r.action for r in lax["recommendations"] if r.confidence >= 0.95]
 
     async def test_empty_window(self, kit: learnkit.Kit) -> None:
         """No data: rate None, sample size 0, nothing found, every contract key present."""

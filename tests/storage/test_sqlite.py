@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -132,3 +133,84 @@ class TestContextCounts:
                         want[(v, o, x)] = want.get((v, o, x), 0) + n
                 got = await store.context_counts(start, end, "complexity", op_type)
                 assert got == want and sum(got.values()) > 0
+
+
+class TestOnlyOurOwnDatabases:
+    """Foreign, damaged and newer files are refused and left byte-identical."""
+
+    async def _refused(self, tmp_path: Path, db: Path, match: str) -> None:
+        before = db.read_bytes()
+        cfg = write_config(tmp_path)
+        with pytest.raises(learnkit.StoreError, match=match):
+            async with learnkit.open(cfg):
+                pass
+        with pytest.raises(learnkit.StoreError, match=match):
+            async with learnkit.open(cfg, read_only=True):
+                pass
+        assert db.read_bytes() == before
+        assert not Path(f"{db}-wal").exists() or Path(f"{db}-wal").stat().st_size == 0
+
+    async def test_foreign_database(self, tmp_path: Path) -> None:
+        db = tmp_path / "learnkit.db"
+        conn = sqlite3.connect(db)
+        conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO customers (name) VALUES ('ada')")
+        conn.commit()
+        conn.close()
+        await self._refused(tmp_path, db, "not a learnkit database")
+
+    async def test_newer_schema(self, tmp_path: Path, kit_db: Path) -> None:
+        conn = sqlite3.connect(kit_db)
+        conn.execute("PRAGMA journal_mode = DELETE")
+        conn.execute("PRAGMA user_version = 99")
+        conn.close()
+        await self._refused(tmp_path, kit_db, "newer learnkit")
+
+    async def test_corrupt_pages(self, tmp_path: Path, kit_db: Path) -> None:
+        conn = sqlite3.connect(kit_db)
+        conn.execute("PRAGMA journal_mode = DELETE")
+        conn.close()
+        data = bytearray(kit_db.read_bytes())
+        page = 4096
+        assert len(data) > 4 * page
+        for i in range(2 * page + 16, 3 * page):  # a b-tree page's body
+            data[i] = 0xA5
+        kit_db.write_bytes(bytes(data))
+        await self._refused(tmp_path, kit_db, "damaged")
+
+    async def test_not_a_database(self, tmp_path: Path) -> None:
+        db = tmp_path / "learnkit.db"
+        db.write_bytes(b"hello, this is a text file\n" * 200)
+        await self._refused(tmp_path, db, "damaged or not a database")
+
+    async def test_read_commands_work_on_a_read_only_file(
+        self, tmp_path: Path, kit_db: Path
+    ) -> None:
+        kit_db.chmod(0o444)
+        tmp_path.chmod(0o555)
+        try:
+            before = kit_db.read_bytes()
+            async with learnkit.open(tmp_path / "learnkit.toml", read_only=True) as kit:
+                assert await kit.analytics.get_success_rate(days=30) is not None
+                with pytest.raises(learnkit.KitClosedError):
+                    kit.record("x", outcome="success", started_at=1000.0)
+            assert kit_db.read_bytes() == before
+        finally:
+            tmp_path.chmod(0o755)
+            kit_db.chmod(0o600)
+
+
+@pytest.fixture
+def kit_db(tmp_path: Path) -> Path:
+    """A learnkit database with some operations, closed."""
+    cfg = write_config(tmp_path)
+
+    async def fill() -> None:
+        async with learnkit.open(cfg) as kit:
+            now = kit.now()
+            for i in range(3000):
+                kit.record("x", outcome="success" if i % 3 else "failure",
+                           started_at=now - 3600 - i, error_message=f"error {i}" * 5)
+
+    asyncio.run(fill())
+    return tmp_path / "learnkit.db"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import os
 import signal
 import sqlite3
@@ -10,7 +12,9 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -339,3 +343,272 @@ class TestCrash:
         assert count(config_path.parent / "learnkit.db", "outcome = 'success'") == 1
 
 
+
+
+class _BrokenRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr for you")
+
+    __str__ = __repr__
+
+
+def _surrogate() -> str:
+    return b"report-\xff.txt".decode("utf-8", "surrogateescape")
+
+
+class TestPoisonRecords:
+    """A record the old writer choked on, then 1,000 good ones: all land, the writer lives."""
+
+    POISON: ClassVar[dict[str, Callable[[learnkit.Kit], object]]] = {
+        "surrogate message": lambda kit: kit.record(
+            "poison", outcome="failure", started_at=1000.0,
+            error_message=f"cannot open {_surrogate()}"),
+        "surrogate key, type and context": lambda kit: kit.record(
+            _surrogate(), outcome="success", started_at=1000.0, key=_surrogate(),
+            context={_surrogate(): _surrogate()}),
+        "huge integer": lambda kit: kit.record(
+            "poison", outcome="success", started_at=1000.0, context={"n": 10**309}),
+        "broken repr": lambda kit: kit.record(
+            "poison", outcome="success", started_at=1000.0, context={"v": _BrokenRepr()}),
+        "error_type list": lambda kit: kit.record(
+            "poison", outcome="failure", started_at=1000.0, error_type=["a", "b"]),  # type: ignore[arg-type]
+        "message object": lambda kit: kit.record(
+            "poison", outcome="failure", started_at=1000.0, error_message=object()),
+        "decimal and list keys": lambda kit: (
+            kit.record("poison", outcome="success", started_at=1000.0, key=__import__(
+                "decimal").Decimal("1.5")),
+            kit.record("poison", outcome="success", started_at=1000.0, key=[1, 2])),
+    }
+
+    @pytest.mark.parametrize("name", sorted(POISON))
+    async def test_poison_then_1000_good(self, kit: learnkit.Kit, name: str) -> None:
+        self.POISON[name](kit)
+        for i in range(1000):
+            kit.record("good", outcome="success", started_at=2000.0 + i)
+        assert await kit.flush(timeout=30)
+        assert count(kit.database.path, "op_type = 'good'") == 1000
+        assert kit.stats.dropped == 0
+        assert kit.stats.queued == 0
+        # the writer task is still alive and writes later records too
+        kit.record("later", outcome="success", started_at=5000.0)
+        await asyncio.sleep(0.1)
+        assert count(kit.database.path, "op_type = 'later'") == 1
+
+    async def test_uuid_key_in_track_then_1000_good(self, kit: learnkit.Kit) -> None:
+        import uuid
+
+        async with track("fetch", key=uuid.uuid4()):  # type: ignore[arg-type]
+            pass
+        for i in range(1000):
+            async with track("good", i=i):
+                pass
+        assert await kit.flush(timeout=30)
+        assert count(kit.database.path, "op_type = 'good'") == 1000
+        assert len(rows(kit.database.path, "op_type = 'fetch'")[0]["key"]) == 36
+
+    async def test_op_type_none_and_object_context_key(self, kit: learnkit.Kit) -> None:
+        async with track(None, **{"x": 1}):  # type: ignore[arg-type]
+            pass
+        tracker = kit.tracker
+        op = tracker.start_operation("spec", context={(1, 2): 3, 4: _BrokenRepr()})
+        tracker.complete_operation(op, success=False, error_type=3, error_message=b"x")  # type: ignore[arg-type]
+        for i in range(1000):
+            kit.record("good", outcome="success", started_at=2000.0 + i)
+        assert await kit.flush(timeout=30)
+        assert count(kit.database.path, "op_type = 'good'") == 1000
+        spec = rows(kit.database.path, "op_type = 'spec'")[0]
+        assert json.loads(spec["context"]) == {"(1, 2)": 3, "4": "<unrepresentable _BrokenRepr>"}
+
+    @pytest.mark.parametrize("bad", [math.nan, math.inf, 1e300, -1.0])
+    async def test_bad_times_are_refused_and_counted(self, kit: learnkit.Kit, bad: float) -> None:
+        with pytest.raises(ValueError, match="finite"):
+            kit.record("t", outcome="success", started_at=bad)
+        with pytest.raises(ValueError, match="duration"):
+            kit.record("t", outcome="success", started_at=1000.0, duration=math.nan)
+        assert kit.stats.rejected == 2
+        for i in range(1000):
+            kit.record("good", outcome="success", started_at=2000.0 + i)
+        assert await kit.flush(timeout=30)
+        assert count(kit.database.path, "op_type = 'good'") == 1000
+        assert count(kit.database.path, "op_type = 't'") == 0
+
+    async def test_a_clock_returning_nan_is_refused_and_counted(
+        self, config_path: Path
+    ) -> None:
+        times = iter([1000.0, math.nan])
+        async with learnkit.open(config_path, clock=lambda: next(times, 1000.0)) as kit:
+            async with track("nan_clock"):
+                pass
+            for i in range(1000):
+                async with track("good", i=i):
+                    pass
+            assert await kit.flush(timeout=30)
+            assert kit.stats.rejected == 1
+        assert count(config_path.parent / "learnkit.db", "op_type = 'good'") == 1000
+
+    async def test_long_message_truncated_with_marker(self, kit: learnkit.Kit) -> None:
+        kit.record("long", outcome="failure", started_at=1000.0, error_message="x" * 10_000_000)
+        assert await kit.flush(timeout=30)
+        msg = rows(kit.database.path, "op_type = 'long'")[0]["error_message"]
+        assert len(msg) < 4100 and msg.endswith("[truncated 9996000 chars]")
+
+    async def test_a_row_the_store_refuses_is_isolated_not_retried_forever(
+        self, kit: learnkit.Kit
+    ) -> None:
+        """A non-transient failure splits the batch until the bad row is alone."""
+        store = kit._store
+
+        def trigger() -> None:
+            store._w().execute(
+                "CREATE TRIGGER no_bad BEFORE INSERT ON operations WHEN NEW.key = 'bad'"
+                " BEGIN SELECT RAISE(ABORT, 'refused by a constraint'); END")
+
+        await store._in_thread(trigger)
+        for i in range(1000):
+            kit.record("good", outcome="success", started_at=2000.0 + i,
+                       key="bad" if i == 500 else f"k{i}")
+        assert await kit.flush(timeout=30)
+        assert count(kit.database.path, "op_type = 'good'") == 999
+        assert kit.stats.rejected == 1
+        assert kit.stats.queued == 0
+
+
+def _writer_threads() -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name.startswith("learnkit")]
+
+
+class TestShutdown:
+    """Closing keeps everything, whatever cancels the task that owns the kit."""
+
+    async def test_double_cancellation_keeps_every_record(self, config_path: Path) -> None:
+        async def owner(started: asyncio.Event) -> None:
+            async with learnkit.open(config_path) as kit:
+                for i in range(20_000):
+                    kit.record("c", outcome="success", started_at=1000.0 + i)
+                started.set()
+                await asyncio.sleep(3600)
+
+        started = asyncio.Event()
+        task = asyncio.create_task(owner(started))
+        await started.wait()
+        task.cancel()
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert count(config_path.parent / "learnkit.db") == 20_000
+        assert _writer_threads() == []
+        conn = sqlite3.connect(config_path.parent / "learnkit.db")
+        assert conn.execute("SELECT state FROM sessions").fetchall() == [("closed",)]
+        conn.close()
+
+    async def test_anyio_move_on_after_around_open(self, config_path: Path) -> None:
+        import anyio
+
+        with anyio.move_on_after(0.2):
+            async with learnkit.open(config_path) as kit:
+                for i in range(20_000):
+                    kit.record("c", outcome="success", started_at=1000.0 + i)
+                await anyio.sleep(3600)
+        assert count(config_path.parent / "learnkit.db") == 20_000
+        assert _writer_threads() == []
+        assert kit.stats.dropped == 0
+
+    async def test_close_with_in_flight_ops_then_reopen_abandons_them(
+        self, config_path: Path
+    ) -> None:
+        release = asyncio.Event()
+
+        async def hang(i: int) -> None:
+            async with track("hung", i=i):
+                await release.wait()
+
+        async with learnkit.open(config_path) as kit:
+            tasks = [asyncio.create_task(hang(i)) for i in range(5)]
+            await asyncio.sleep(0.05)
+        assert count(config_path.parent / "learnkit.db", "outcome = 'running'") == 5
+        release.set()
+        await asyncio.gather(*tasks)  # completions after close: dropped, counted
+        assert kit.stats.dropped == 5
+        async with learnkit.open(config_path) as kit2:
+            assert kit2.stats.abandoned_on_open == 5
+        assert count(config_path.parent / "learnkit.db", "outcome = 'abandoned'") == 5
+
+    async def test_flush_timeout_holds_against_the_busy_timeout(self, tmp_path: Path) -> None:
+        cfg = write_config(tmp_path, busy_timeout=5.0)
+        async with learnkit.open(cfg) as kit:
+            blocker = sqlite3.connect(tmp_path / "learnkit.db", isolation_level=None)
+            blocker.execute("BEGIN EXCLUSIVE")
+            kit.record("x", outcome="success", started_at=1000.0)
+            t = time.monotonic()
+            assert await kit.flush(timeout=0.5) is False
+            assert time.monotonic() - t < 1.5
+            blocker.execute("COMMIT")
+            blocker.close()
+        assert count(tmp_path / "learnkit.db") == 1
+
+    async def test_a_closed_kit_raises(self, config_path: Path) -> None:
+        async with learnkit.open(config_path) as kit:
+            pass
+        with pytest.raises(learnkit.KitClosedError, match="closed kit"):
+            kit.record("x", outcome="success", started_at=1000.0)
+        with pytest.raises(learnkit.KitClosedError):
+            await kit.flush()
+
+    def test_fork_child_never_hangs(self, tmp_path: Path) -> None:
+        cfg = write_config(tmp_path)
+        script = textwrap.dedent(f"""
+            import asyncio, os, sys, learnkit
+
+            @learnkit.tracked("work")
+            async def work():
+                pass
+
+            async def main():
+                parent = os.getpid()
+                try:
+                    async with learnkit.open({str(cfg)!r}) as kit:
+                        await work()
+                        pid = os.fork()
+                        if pid == 0:
+                            await work()
+                            assert kit.stats.dropped == 1, kit.stats
+                            sys.exit(0)  # through the kit's close: must not hang
+                        _, status = os.waitpid(pid, 0)
+                        assert os.waitstatus_to_exitcode(status) == 0
+                        await work()
+                except SystemExit:
+                    # Leave without asyncio.run's cleanup, which would unregister the
+                    # parent's descriptors from the epoll instance both share.
+                    if os.getpid() != parent:
+                        sys.stderr.flush()
+                        os._exit(0)
+                    raise
+
+            asyncio.run(main())
+        """)
+        proc = subprocess.run(
+            [sys.executable, "-W", "ignore", "-c", script], capture_output=True, text=True,
+            timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "forked child" in proc.stderr
+        assert count(tmp_path / "learnkit.db", "op_type = 'work'") == 2
+
+
+class TestOverload:
+    @pytest.mark.slow
+    async def test_million_record_sync_burst_counts_drops_exactly(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        cfg = write_config(tmp_path, max_queue=10_000)
+        async with learnkit.open(cfg) as kit:
+            for i in range(1_000_000):
+                kit.record("burst", outcome="success", started_at=1000.0 + i * 1e-3)
+        stored = count(tmp_path / "learnkit.db")
+        stats = kit.stats
+        assert stats.dropped == 1_000_000 - stored
+        assert stats.enqueued == stored
+        assert f"dropped {stats.dropped} record(s) in all" in caplog.text

@@ -395,10 +395,12 @@ class TestLoop:
             first = await kit._store.meta_get("last_analysis")
             assert first is not None and float(first) == clock.now
         clock.advance(3601)
-        async with learnkit.open(p, clock=clock) as kit:
+        # The data is durable before the loop can run: otherwise the loop's
+        # first turn may analyse an empty window, and the test would race it.
+        async with learnkit.open(p, clock=clock, learning_loop=False) as kit:
             band_data(kit, start=clock.now - 5 * DAY, end=clock.now)
-            await kit.flush()
-            for _ in range(100):
+        async with learnkit.open(p, clock=clock) as kit:
+            for _ in range(600):  # a busy machine may take seconds to analyse
                 await asyncio.sleep(0.05)
                 if await kit.controller.history():
                     break
@@ -434,17 +436,22 @@ class TestLoop:
                 async with learnkit.open({str(p)!r}) as kit:
                     kit._live._check_every = 0.0
                     r = random.Random()
-                    end = time.time() + 6
-                    while time.time() < end:
-                        cx = r.randint(1, 5)
-                        kit.record("x", outcome="success", started_at=time.time(),
-                                   context={{"complexity": cx}})
-                        await asyncio.sleep(0.002)
+                    # Run for 6 s, and on a busy machine until the loops have
+                    # changed something (at most 90 s): analyses take longer there.
+                    start = time.time()
+                    while time.time() < start + 90:
+                        if time.time() > start + 6 and await kit.controller.history():
+                            break
+                        for _ in range(50):
+                            cx = r.randint(1, 5)
+                            kit.record("x", outcome="success", started_at=time.time(),
+                                       context={{"complexity": cx}})
+                            await asyncio.sleep(0.002)
             asyncio.run(main())
         """)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         procs = [subprocess.Popen([sys.executable, "-c", script], env=env) for _ in range(2)]
-        assert [pr.wait(timeout=120) for pr in procs] == [0, 0]
+        assert [pr.wait(timeout=180) for pr in procs] == [0, 0]
         conn = sqlite3.connect(tmp_path / "learnkit.db")
         changes = conn.execute(
             "SELECT old_value, new_value FROM threshold_changes ORDER BY at, id").fetchall()

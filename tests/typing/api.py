@@ -68,6 +68,10 @@ async def the_kit_and_its_parts() -> None:
         assert_type(summary["failure_patterns"], list[learnkit.FailurePattern])
         assert_type(kit.thresholds["max_complexity"], int | float)
         assert_type(await kit.controller.apply(summary), list[learnkit.ThresholdChange])
+        assert_type(await kit.controller.update({"max_complexity": 7}),
+                    list[learnkit.ThresholdChange])
+        kit.config.update(max_complexity=7)  # the specification's call, unawaited
+        assert_type(summary["recommended_thresholds"], dict[str, int | float])
         assert_type(kit.stats, learnkit.WriterStats)
         assert_type(learnkit.cluster_messages(["a 1", "a 2"]), list[str])
         tracker = learnkit.OperationTracker(kit.database, None)

@@ -1,0 +1,302 @@
+"""Rollups: the per-store Encoder, Aggregate, and window_stats (rollups + edge rows)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import learnkit
+from learnkit._model import HOUR
+from learnkit._storage import rollup
+from learnkit._storage.protocol import WindowStats
+from learnkit._storage.rollup import OTHER, Aggregate, Encoder
+
+from ..conftest import write_config
+
+
+def context_values(db: Path, attr: str) -> set[str]:
+    conn = sqlite3.connect(db)
+    try:
+        return {v for (v,) in conn.execute(
+            "SELECT DISTINCT value FROM context_rollup WHERE attr = ?", [attr])}
+    finally:
+        conn.close()
+
+
+class TestTwoKits:
+    async def test_cardinality_state_is_per_store(self, tmp_path: Path) -> None:
+        """Kit A's 50 remembered strings do not make kit B store new ones as <other>."""
+        a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+        a_dir.mkdir()
+        b_dir.mkdir()
+        t = 1_000_000.0
+        async with learnkit.open(write_config(a_dir)) as kit_a:
+            for i in range(60):
+                kit_a.record("deploy", outcome="success", started_at=t + i,
+                             context={"team": f"team-{i}"})
+            await kit_a.flush()
+            async with learnkit.open(write_config(b_dir)) as kit_b:
+                for i in range(5):
+                    kit_b.record("deploy", outcome="failure", started_at=t + i,
+                                 context={"team": f"new-{i}"})
+                await kit_b.flush()
+                b_path = kit_b.database.path
+            a_path = kit_a.database.path
+        assert a_path != b_path
+        # A hit its own limit: 50 values kept, the other 10 counted as <other>
+        a_values = context_values(a_path, "team")
+        assert len(a_values) == 51 and OTHER in a_values
+        # B stores its values as themselves
+        assert context_values(b_path, "team") == {f'"new-{i}"' for i in range(5)}
+
+
+class TestBucket:
+    @pytest.mark.parametrize(("value", "key"), [
+        (None, "null"), (True, "true"), (False, "false"),
+        (0, "0"), (7, "7"), (-1000, "-1000"), (1000, "1000"),
+        (1234, "1200"), (-5678, "-5700"), (123_456, "120000"), (10**20, str(10**20)),
+        (7.0, "7"), (-3.0, "-3"), (3.14159, "3.1"), (0.000123, "0.00012"),
+        (1500.0, "1500.0"), (2.5e10, "25000000000.0"),
+        ("go", '"go"'), ("", '""'), ('a"b\\c', '"a\\"b\\\\c"'),
+        ("x" * 64, '"' + "x" * 64 + '"'), ("x" * 65, OTHER),
+    ])
+    def test_values(self, value: object, key: str) -> None:
+        assert Encoder().bucket("t", "a", value) == key
+
+    @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, [1], {"a": 1}, (1, 2),
+                                       {1}, object(), b"bytes"])
+    def test_left_out(self, value: object) -> None:
+        assert Encoder().bucket("t", "a", value) is None
+
+    def test_kept_keys_are_json(self) -> None:
+        e = Encoder()
+        for v, back in [(None, None), (True, True), (7, 7), (1234, 1200), (3.14159, 3.1),
+                        ('a"b\\c', 'a"b\\c'), ("naïve", "naïve")]:
+            assert json.loads(e.bucket("t", "a", v) or "") == back
+
+    def test_fifty_strings_per_attribute(self) -> None:
+        e = Encoder()
+        kept = [e.bucket("t", "team", f"v{i}") for i in range(50)]
+        assert kept == [f'"v{i}"' for i in range(50)]
+        assert e.bucket("t", "team", "v50") == OTHER
+        assert e.bucket("t", "team", "v99") == OTHER
+        assert e.bucket("t", "team", "v3") == '"v3"'  # a value seen before stays itself
+        # the limit is per (op_type, attribute)
+        assert e.bucket("t", "owner", "v50") == '"v50"'
+        assert e.bucket("u", "team", "v50") == '"v50"'
+        # numbers are not limited
+        assert e.bucket("t", "team", 999) == "999"
+
+    def test_encoders_do_not_share(self) -> None:
+        full = Encoder()
+        for i in range(60):
+            full.bucket("t", "team", f"v{i}")
+        assert full.bucket("t", "team", "fresh") == OTHER
+        assert Encoder().bucket("t", "team", "fresh") == '"fresh"'
+
+
+class TestContext:
+    def test_context_items(self) -> None:
+        e = Encoder()
+        assert e.context_items("t", None) == ()
+        assert e.context_items("t", {}) == ()
+        items = e.context_items("t", {"complexity": 7, "lang": "go", "tags": ["a"],
+                                      "ratio": math.nan, "ok": True, 3: None})
+        assert items == (("complexity", "7"), ("lang", '"go"'), ("ok", "true"), ("3", "null"))
+
+    def test_encode_plain(self) -> None:
+        e = Encoder()
+        assert e.encode_context("t", None) == (None, False, ())
+        assert e.encode_context("t", {}) == (None, False, ())
+        text, coerced, items = e.encode_context("t", {"complexity": 7, "lang": "go"})
+        assert json.loads(text or "") == {"complexity": 7, "lang": "go"}
+        assert not coerced
+        assert items == (("complexity", "7"), ("lang", '"go"'))
+
+    def test_equal_values_of_other_types_encode_apart(self) -> None:
+        """1, 1.0 and True hash alike; the cache must not hand one the other's text."""
+        e = Encoder()
+        got = [e.encode_context("t", {"x": v})[0] for v in (1, 1.0, True, 1, True, 1.0)]
+        assert got == ['{"x":1}', '{"x":1.0}', '{"x":true}', '{"x":1}', '{"x":true}', '{"x":1.0}']
+        assert e.encode_context("t", {"x": True})[2] == (("x", "true"),)
+        assert e.encode_context("t", {"x": 1})[2] == (("x", "1"),)
+
+    def test_unhashable_values(self) -> None:
+        e = Encoder()
+        text, coerced, items = e.encode_context("t", {"tags": ["a", "b"], "n": 2})
+        assert json.loads(text or "") == {"tags": ["a", "b"], "n": 2}
+        assert not coerced
+        assert items == (("n", "2"),)
+        text, coerced, items = e.encode_context("t", {"s": {1}, "n": 2})
+        assert json.loads(text or "") == {"s": "{1}", "n": 2}
+        assert coerced
+
+    def test_nan_and_objects_are_kept_as_repr(self) -> None:
+        e = Encoder()
+        text, coerced, items = e.encode_context("t", {"x": math.nan, "y": math.inf, "n": 1})
+        assert json.loads(text or "") == {"x": "nan", "y": "inf", "n": 1}
+        assert coerced
+        assert items == (("n", "1"),)
+
+        class Thing:
+            def __repr__(self) -> str:
+                return "<thing>"
+
+        text, coerced, items = e.encode_context("t", {"o": Thing()})
+        assert (text, coerced, items) == ('{"o":"<thing>"}', True, ())
+
+    def test_long_strings_in_context(self) -> None:
+        e = Encoder()
+        long = "y" * 500
+        text, _, items = e.encode_context("t", {"prompt": long})
+        assert json.loads(text or "") == {"prompt": long}  # the row keeps it whole
+        assert items == (("prompt", OTHER),)  # the rollup does not
+
+    def test_cache_is_bounded(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(rollup, "_CACHE_LIMIT", 3)
+        e = Encoder()
+        for i in range(10):
+            assert e.encode_context("t", {"i": i})[0] == f'{{"i":{i}}}'
+        assert len(e._contexts) <= 3
+
+
+class TestErrorSignature:
+    def test_variables_are_masked(self) -> None:
+        e = Encoder()
+        assert e.error_signature(None) == ""
+        assert e.error_signature("") == ""
+        a = e.error_signature("Timeout after 30s on host-12")
+        assert a == e.error_signature("Timeout after 5s on host-7")
+        assert "<*>" in a and "Timeout" in a
+        assert a != e.error_signature("disk full: /var/tmp/x1")
+
+    def test_long_messages_and_bound(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(rollup, "_SIGNATURE_LIMIT", 5)
+        e = Encoder()
+        assert isinstance(e.error_signature("boom " * 5000), str)
+        for i in range(20):
+            e.error_signature(f"error number {i} in {'abc'[i % 3]}")
+        assert len(e._signatures) <= 5
+
+
+class TestAggregate:
+    def test_counts(self) -> None:
+        agg = Encoder().aggregate()
+        h = 100
+        t0 = h * HOUR
+        items = (("lang", '"go"'),)
+        agg.add("a", "success", t0 + 10, 1.0, items, None, None)
+        agg.add("a", "success", t0 + 20, 2.0, items, None, None)
+        agg.add("a", "success", t0 + 30, None, items, None, None, explored=True)
+        agg.add("a", "failure", t0 + 40, 0.5, items, "ValueError", "bad value 17")
+        agg.add("a", "failure", t0 + 50, 0.5, items, "ValueError", "bad value 99")
+        agg.add("a", "failure", t0 + 45, 0.5, (), None, "no type")
+        agg.add("a", "success", t0 + HOUR + 1, 4.0, (), None, None)  # the next hour
+        assert agg.outcomes == {
+            ("a", h, "success"): [3, 3.0],
+            ("a", h, "failure"): [3, 1.5],
+            ("a", h + 1, "success"): [1, 4.0],
+        }
+        assert agg.context == {
+            (h, "a", "lang", '"go"', "success", 0): 2,
+            (h, "a", "lang", '"go"', "success", 1): 1,
+            (h, "a", "lang", '"go"', "failure", 0): 2,
+        }
+        sig = Encoder().error_signature("bad value 17")
+        assert agg.errors[(h, "a", "ValueError", sig)] == [2, t0 + 40, t0 + 50, "bad value 99"]
+        assert agg.errors[(h, "a", "Failure", "no type")] == [1, t0 + 45, t0 + 45, "no type"]
+        assert agg.error_context == {(h, "a", "ValueError", sig, "lang", '"go"'): 2}
+
+    def test_first_and_last_seen_in_any_order(self) -> None:
+        agg = Encoder().aggregate()
+        for t, msg in [(50.0, "m 2"), (10.0, "m 1"), (90.0, "m 3"), (30.0, "m 4")]:
+            agg.add("a", "failure", t, None, (), "E", msg)
+        [(n, first, last, example)] = agg.errors.values()
+        assert (n, first, last, example) == (4, 10.0, 90.0, "m 3")
+
+    def test_drop_context(self) -> None:
+        agg = Encoder().aggregate()
+        agg.add("a", "failure", 10.0, None, (("x", "1"),), "E", "m")
+        agg.drop_context()
+        assert agg.context == {} and agg.error_context == {}
+        assert agg.outcomes == {("a", 0, "failure"): [1, 0.0]}
+        assert len(agg.errors) == 1
+
+    def test_signs_with_its_encoder(self) -> None:
+        signed: list[str | None] = []
+
+        def sign(m: str | None) -> str:
+            signed.append(m)
+            return "SIG"
+
+        agg = Aggregate(sign)
+        agg.add("a", "failure", 10.0, None, (), "E", "m1")
+        agg.add("a", "failure", 11.0, None, (), "E", "m1")
+        assert list(agg.errors) == [(0, "a", "E", "SIG")]
+        assert signed == ["m1"]  # once per distinct message, not per operation
+
+
+class TestWindowStats:
+    def test_merge_adds(self) -> None:
+        ws = WindowStats(0.0, 10 * HOUR)
+        ws.outcomes[("a", 1, "success")] = 5
+        ws.context[("a", "x", "1", "success", 0)] = 5
+        ws.errors[("a", "E", "sig")] = [2, 100.0, 200.0, "old"]
+        ws.error_context[("a", "E", "sig", "x", "1")] = 2
+        agg = Aggregate(lambda m: "sig")
+        agg.add("a", "success", HOUR + 1, 1.0, (("x", "1"),), None, None)
+        agg.add("a", "failure", 50.0, 1.0, (("x", "1"),), "E", "early")
+        agg.add("a", "failure", 300.0, 1.0, (("x", "1"),), "E", "late")
+        ws.merge(agg)
+        assert ws.outcomes == {("a", 1, "success"): 6, ("a", 0, "failure"): 2}
+        assert ws.context == {("a", "x", "1", "success", 0): 6,
+                              ("a", "x", "1", "failure", 0): 2}
+        assert ws.errors == {("a", "E", "sig"): [4, 50.0, 300.0, "late"]}
+        assert ws.error_context == {("a", "E", "sig", "x", "1"): 4}
+
+    async def test_rollups_plus_edges_equal_rows(self, kit: learnkit.Kit) -> None:
+        """window_stats over a window with partial hours equals aggregating its rows."""
+        r = random.Random(5)
+        base = 2000 * HOUR
+        for _ in range(1500):
+            t = base + r.uniform(0, 30 * HOUR)
+            fail = r.random() < 0.3
+            kit.record(r.choice(["a", "b"]), outcome="failure" if fail else "success",
+                       started_at=t, ended_at=t + r.uniform(0, 5),
+                       error_type=r.choice(["E1", "E2"]) if fail else None,
+                       error_message=f"failed at step {r.randint(1, 9)}" if fail else None,
+                       context={"complexity": r.randint(1, 6), "lang": r.choice(["go", "py"])})
+        await kit.flush()
+        start, end = base + 1234.5, base + 25 * HOUR + 17.25
+        ws = await kit.database.store.window_stats(start, end)
+
+        conn = sqlite3.connect(kit.database.path)
+        rows = conn.execute(
+            "SELECT op_type, outcome, ended_at, duration, context, error_type, error_message"
+            " FROM operations WHERE ended_at >= ? AND ended_at < ?", [start, end]).fetchall()
+        conn.close()
+        enc = Encoder()
+        agg = enc.aggregate()
+        for t, o, ended, dur, ctx, et, msg in rows:
+            agg.add(t, o, ended, dur, enc.context_items(t, json.loads(ctx)), et, msg)
+        want = WindowStats(start, end)
+        want.merge(agg)
+        assert len(rows) > 1000
+        assert ws.outcomes == want.outcomes
+        assert ws.context == want.context
+        assert ws.error_context == want.error_context
+        assert ws.errors.keys() == want.errors.keys()
+        for k, (n, first, last, example) in want.errors.items():
+            got = ws.errors[k]
+            assert got[0] == n
+            assert got[1] == pytest.approx(first) and got[2] == pytest.approx(last)
+            assert got[3] == example
+
+        light = await kit.database.store.window_stats(start, end, context=False)
+        assert light.outcomes == want.outcomes
+        assert light.context == {} and light.error_context == {}

@@ -1,0 +1,37 @@
+"""Admission: refused work is skipped, explored work is marked however it is recorded."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import learnkit
+
+from ..conftest import BASE_CONFIG, rows, write_config
+
+
+def explore_everything(tmp_path: Path) -> Path:
+    text = BASE_CONFIG.replace("confidence_threshold = 0.7", "confidence_threshold = 0.7\nexplore = 0.999")
+    return write_config(tmp_path, text)
+
+
+class TestExplorationMark:
+    async def test_kit_record_takes_the_mark_admit_left(self, tmp_path: Path) -> None:
+        """Work admitted to explore and written with kit.record carries the mark."""
+        async with learnkit.open(explore_everything(tmp_path), random=random.Random(1)) as kit:
+            admission = kit.admit("process_issue", complexity=11)
+            assert admission and admission.explored
+            kit.record("process_issue", outcome="failure", started_at=kit.now(),
+                       context={"complexity": 11})
+            kit.record("process_issue", outcome="success", started_at=kit.now(),
+                       context={"complexity": 3})
+        stored = rows(tmp_path / "learnkit.db")
+        assert [r["admission"] for r in stored] == [0.999, None]
+
+    async def test_refusal_is_recorded_as_skipped(self, tmp_path: Path) -> None:
+        """Without exploration a refused call is stored as skipped, unmarked."""
+        async with learnkit.open(write_config(tmp_path)) as kit:
+            admission = kit.admit("process_issue", complexity=11)
+            assert not admission and admission.threshold == "max_complexity"
+        (row,) = rows(tmp_path / "learnkit.db")
+        assert row["outcome"] == "skipped" and row["admission"] is None
