@@ -497,13 +497,14 @@ def report_markdown(snap: Snapshot, *, detailed: bool = False) -> str:
             out += _cluster_md(c)
     else:
         out.append("None.")
-    out += ["", "## Recommendations", "",
-            f"From the last {d} days of outcomes (`learnkit thresholds apply` and the "
-            "learning loop analyse `learning.window_days`).", ""]
+    out += ["", "## Recommendations", ""]
     if snap.days != snap.window_days:
-        out += [f"For this {d}-day window. The learning loop and `learnkit thresholds apply` "
-                f"analyse the last {fmt_value(snap.window_days)} days (learning.window_days) "
-                "and may decide differently.", ""]
+        out += [f"From the last {d} days of outcomes. The learning loop and `learnkit "
+                f"thresholds apply` analyse the last {fmt_value(snap.window_days)} days "
+                "(learning.window_days) and may decide differently.", ""]
+    else:
+        out += [f"From the last {d} days of outcomes (`learnkit thresholds apply` and the "
+                "learning loop analyse `learning.window_days`).", ""]
     if not s["recommendations"]:
         out.append(f"None at confidence >= {snap.confidence_threshold:g}.")
     for rec in s["recommendations"]:
