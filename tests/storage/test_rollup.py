@@ -14,7 +14,7 @@ import learnkit
 from learnkit._model import HOUR
 from learnkit._storage import rollup
 from learnkit._storage.protocol import WindowStats
-from learnkit._storage.rollup import MAX_STRINGS, OTHER, Aggregate, Encoder, HeavyHitters
+from learnkit._storage.rollup import MAX_STRINGS, OTHER, PAIR_SEP, Aggregate, Encoder, HeavyHitters
 
 from ..conftest import write_config
 
@@ -26,6 +26,10 @@ def context_values(db: Path, attr: str) -> set[str]:
             "SELECT DISTINCT value FROM context_rollup WHERE attr = ?", [attr])}
     finally:
         conn.close()
+
+
+def singles(items: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    return tuple(i for i in items if PAIR_SEP not in i[0])
 
 
 class TestTwoKits:
@@ -130,7 +134,7 @@ class TestBucket:
 
     def test_encoders_do_not_share(self) -> None:
         full = Encoder()
-        for i in range(60):
+        for i in range(MAX_STRINGS + 10):
             full.bucket("t", "team", f"v{i}")
         assert full.bucket("t", "team", "fresh") == OTHER
         assert Encoder().bucket("t", "team", "fresh") == '"fresh"'
@@ -143,7 +147,9 @@ class TestContext:
         assert e.context_items("t", {}) == ()
         items = e.context_items("t", {"complexity": 7, "lang": "go", "tags": ["a"],
                                       "ratio": math.nan, "ok": True, 3: None})
-        assert items == (("complexity", "7"), ("lang", '"go"'), ("ok", "true"), ("3", "null"))
+        assert singles(items) == (
+            ("complexity", "7"), ("lang", '"go"'), ("ok", "true"), ("3", "null"))
+        assert len(items) == 4 + 6  # and the six pairs of the four
 
     def test_encode_plain(self) -> None:
         e = Encoder()
@@ -152,7 +158,7 @@ class TestContext:
         text, coerced, items = e.encode_context("t", {"complexity": 7, "lang": "go"})
         assert json.loads(text or "") == {"complexity": 7, "lang": "go"}
         assert not coerced
-        assert items == (("complexity", "7"), ("lang", '"go"'))
+        assert items == (("complexity", "7"), ("lang", '"go"'), ("complexity\x1flang", '[7,"go"]'))
 
     def test_equal_values_of_other_types_encode_apart(self) -> None:
         """1, 1.0 and True hash alike; the cache must not hand one the other's text."""
