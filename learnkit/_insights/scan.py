@@ -701,15 +701,22 @@ class Scan:
                 continue
             p = float(fisher_greater(f, n, f_total, total))
             tests.append(Test(p, _hour_marker(op_type, h)))
-        occurred = [0] * 7
-        for day_index in daily:
-            occurred[(day_index + 3) % 7] += 1
+        # A weekday effect must show on each of its days: a weekday seen once
+        # in the window (or on one day with enough outcomes) is that one day,
+        # and recent drift would otherwise read as "avoid Sundays". The test
+        # is intersection-union: the largest p-value over its days, each day
+        # against all operations on other weekdays.
+        days_of: list[list[int]] = [[] for _ in range(7)]
+        for day_index, (d_ok, d_f) in daily.items():
+            if d_ok + d_f >= ms:
+                days_of[(day_index + 3) % 7].append(day_index)
         for w, (ok, f) in enumerate(wd):
             n = ok + f
-            # A weekday seen once in the window cannot be told from that one day.
-            if n < ms or total - n < ms or occurred[w] < 2:
+            if n < ms or total - n < ms or len(days_of[w]) < 2:
                 continue
-            p = float(fisher_greater(f, n, f_total, total))
+            rest_n, rest_f = total - n, f_total - f
+            p = max(float(fisher_greater(daily[d][1], sum(daily[d]), daily[d][1] + rest_f,
+                                         sum(daily[d]) + rest_n)) for d in days_of[w])
             tb = Table(f, n, f_total - f, total - n)
 
             def describe_w(r_in: float, r_out: float, prev: float, *, w: int = w) -> str:
