@@ -656,10 +656,24 @@ class Scan:
                 else:
                     cell[2] += f
                     cell[3] += ok + f
-            ratio, z, informative = mantel_haenszel(list(strata.values()))
+            rows = list(strata.values())
+            covered = sum(r[1] + r[3] for r in rows)
+            if covered < 0.9 * ((p.support or 0) + _n_out(p)):
+                continue  # joint counts cover too little of the comparison
+            ratio, z, informative = mantel_haenszel(rows)
             if informative == 0:
                 return attrs.evolve(p, stratified_by=s)
-            if z >= Z_WITHIN:
+            a, n1 = sum(r[0] for r in rows), sum(r[1] for r in rows)
+            c, n0 = sum(r[2] for r in rows), sum(r[3] for r in rows)
+            pooled = _odds_ratio(a, n1, c, n0)
+            # Reversed: significantly the other way within strata. Vanished:
+            # not significant within strata *and* the odds ratio shrinks by
+            # more than half toward 1 on the log scale (so a real effect that
+            # merely loses power after stratifying is not called confounded).
+            reversed_ = z <= -Z_WITHIN
+            vanished = z < Z_WITHIN and not (
+                ratio > 1 and pooled > 1 and math.log(ratio) >= 0.5 * math.log(pooled))
+            if not (reversed_ or vanished):
                 return attrs.evolve(p, stratified_by=s, odds_ratio_within=ratio,
                                     confounded=False)
             verb = "reverses" if z < -Z_WITHIN else "vanishes"
@@ -982,6 +996,18 @@ def _p_below(a: float, b: float, x: float) -> float:
     from .statistics import beta_cdf
 
     return beta_cdf(x, a, b)
+
+
+def _n_out(p: FailurePattern) -> int:
+    """Operations outside a pattern's condition (from its support and prevalence)."""
+    if not p.prevalence or not p.support:
+        return 0
+    return round(p.support / p.prevalence) - p.support
+
+
+def _odds_ratio(a: float, n1: float, c: float, n0: float) -> float:
+    """Odds ratio of failure in against out, with 0.5 added to each cell."""
+    return ((a + 0.5) * (n0 - c + 0.5)) / ((n1 - a + 0.5) * (c + 0.5))
 
 
 def _sort_key(v: Any) -> tuple[int, Any]:

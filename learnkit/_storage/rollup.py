@@ -58,7 +58,7 @@ MAX_STRINGS = 64
 #: Joins the two attribute names of a pair's pseudo-attribute.
 PAIR_SEP = "\x1f"
 #: Attributes with more distinct values than this (in one store) are not paired.
-PAIR_VALUES = 16
+PAIR_VALUES = 24
 #: Paired attributes per operation (the first by name); pairs grow as its square.
 PAIR_ATTRS = 6
 _MAX_STRING_LEN = 64
