@@ -492,8 +492,9 @@ def judge_bad_repo(s: Any, ops: list[Op]) -> str:
     hit = _find(s, lambda p: p.attribute == "repo" and p.value == BAD_REPO, 0.0)
     other = _find(s, lambda p: p.attribute == "repo", 0.0)
     compared = ""
-    if other and other[0].prevalence:
-        total = round(other[0].support / other[0].prevalence)
+    total = round(other[0].support / other[0].prevalence) if other and other[0].prevalence \
+        else len(ops)
+    if total < 0.99 * len(ops):
         compared = (f"; the repo comparison covers {total:,} of {len(ops):,} operations "
                     "(the rest were stored as '<other>')")
     return (f"{BAD_REPO} found: {_conds(hit)}" if hit
