@@ -25,8 +25,11 @@ some real pattern on its attribute.
 **Named scan cases** (issue 10), printed one by one with what learnkit reports, so a
 reader can see what is right and wrong: interaction, failing middle band, Simpson
 reversal, one bad repo among 1,000, None values, missing key, rare failures, recent
-drift, operation types. Each runs in a fresh process: learnkit keeps the first 50
-distinct strings of an attribute per process, so worlds must not share one.
+drift, operation types. Each runs in a fresh process (learnkit's summary of an
+attribute's strings is per store; a fresh process keeps the cases apart).
+
+A conjunction is judged on all its parts; "attribute missing", None levels and
+operation type patterns are judged on what they say.
 
 Only public API (``learnkit.open``, ``kit.record``, ``kit.flush``,
 ``kit.insights.generate_summary``). The script prints what it measured and asserts
@@ -104,26 +107,43 @@ async def analyse(ops: list[Op], rng: random.Random) -> Any:
 # -- the truth of a pattern -------------------------------------------------------------
 
 
+def _meets(attribute: str, condition: str, value: Any, ctx: dict[str, Any],
+           missing: bool) -> bool | None:
+    """Whether a context meets one condition; None when it is not compared."""
+    if missing:
+        return attribute not in ctx
+    if attribute not in ctx:
+        return None
+    v = ctx[attribute]
+    if condition == "==":
+        return bool(v == value) if value is not None else v is None
+    if v is None or isinstance(v, (bool, str)):
+        return None
+    if condition == ">":
+        return bool(v > value)
+    if condition == "<=":
+        return bool(v <= value)
+    if condition == "in":
+        return v in value
+    return None
+
+
 def in_group(p: Any, op: Op) -> bool | None:
     """Whether an operation meets a pattern's condition; None when it is not compared."""
     op_type, t, _, ctx, _ = op
+    if p.kind == "context" and p.attribute == "op_type":
+        return op_type == p.value
     if p.op_type is not None and p.op_type != op_type:
         return None
     if p.kind == "context":
-        if p.attribute not in ctx:
-            return None
-        v = ctx[p.attribute]
-        if p.condition == "==":
-            return bool(v == p.value)
-        if v is None or isinstance(v, (bool, str)):
-            return None
-        if p.condition == ">":
-            return bool(v > p.value)
-        if p.condition == "<=":
-            return bool(v <= p.value)
-        if p.condition == "in":
-            return v in p.value
-        return None
+        parts = p.conditions or ((p.attribute, p.condition, p.value),)
+        out: bool | None = True
+        for attribute, condition, value in parts:
+            m = _meets(attribute, condition, value, ctx, bool(p.missing))
+            if m is None:
+                return None
+            out = out and m
+        return out
     if p.kind == "temporal" and p.attribute == "hour":
         return int(t % DAY // 3600) in p.value
     if p.kind == "temporal" and p.attribute == "weekday":
@@ -226,12 +246,14 @@ def judge_world(index: int) -> WorldResult:
             continue  # a cluster's size and trend, not a claim about a condition
         conf = float(p.confidence or 0.0)
         diff = None
-        if p.kind == "context" and p.error_type is None and p.attribute in planted:
+        named = {a for a, _, _ in (p.conditions or ((p.attribute, None, None),))}
+        if p.kind == "context" and p.error_type is None and named & planted:
             diff = true_difference(p, ops)
         real = diff is not None and diff > 0
         practical = diff is not None and diff > MARGIN
         if real:
-            real_on.setdefault(p.attribute, []).append(conf)
+            for a in named & planted:
+                real_on.setdefault(a, []).append(conf)
         if real:
             label = ""
         elif p.kind == "context" and p.error_type is not None:
@@ -422,14 +444,19 @@ def _conds(ps: list[Any]) -> str:
 def _cond(p: Any) -> str:
     if p.kind == "change_point":
         return f"change point {p.value}"
-    v = repr(p.value) if isinstance(p.value, str) else p.value
-    return f"{p.op_type}: {p.attribute} {p.condition} {v}"
+    if getattr(p, "missing", None):
+        return f"{p.op_type}: {p.attribute} missing"
+    parts = getattr(p, "conditions", None) or ((p.attribute, p.condition, p.value),)
+    return f"{p.op_type}: " + " and ".join(
+        f"{a} {c} {repr(v) if isinstance(v, str) else v}" for a, c, v in parts)
 
 
 def judge_interaction(s: Any, ops: list[Op]) -> str:
-    both = [p for p in _patterns(s) if "complexity" in p.description and "lang" in p.description]
+    both = [p for p in _patterns(s) if "complexity" in p.description and "lang" in p.description
+            and (p.confidence or 0) >= 0.7]
     marg = _find(s, lambda p: p.attribute in ("complexity", "lang"), 0.0)
-    return (("a conjunction was reported" if both else "no conjunction reported")
+    return ((f"a conjunction was reported: {_conds(both)}" if both
+             else "no conjunction reported")
             + f"; marginal patterns: {_conds(marg)}")
 
 
@@ -447,9 +474,14 @@ def judge_band(s: Any, ops: list[Op]) -> str:
 
 
 def judge_simpson(s: Any, ops: list[Op]) -> str:
-    ps = _find(s, lambda p: p.attribute == "complexity", 0.0)
+    ps = _find(s, lambda p: p.attribute == "complexity" and not p.conditions, 0.0)
     pooled = [p for p in ps if p.condition == ">"]
+    flagged = [p for p in pooled if getattr(p, "confounded", None)]
     txt = _conds(ps)
+    if pooled and len(flagged) == len(pooled):
+        return (f"the pooled direction (harder fails more) is flagged as reversing within "
+                f"{flagged[0].stratified_by} (odds ratio within "
+                f"{flagged[0].odds_ratio_within:.2f}): {txt}")
     if pooled:
         return (f"reports the pooled direction (harder fails more) although within every repo "
                 f"harder fails less, with no stratified warning: {txt}")
@@ -460,8 +492,9 @@ def judge_bad_repo(s: Any, ops: list[Op]) -> str:
     hit = _find(s, lambda p: p.attribute == "repo" and p.value == BAD_REPO, 0.0)
     other = _find(s, lambda p: p.attribute == "repo", 0.0)
     compared = ""
-    if other and other[0].prevalence:
-        total = round(other[0].support / other[0].prevalence)
+    total = round(other[0].support / other[0].prevalence) if other and other[0].prevalence \
+        else len(ops)
+    if total < 0.99 * len(ops):
         compared = (f"; the repo comparison covers {total:,} of {len(ops):,} operations "
                     "(the rest were stored as '<other>')")
     return (f"{BAD_REPO} found: {_conds(hit)}" if hit

@@ -54,6 +54,8 @@ class LearningConfig:
     explore: float = 0.05
     #: Smallest failure-rate difference worth reporting (absolute, 0..1).
     practical_margin: float = 0.05
+    #: ... or relative: a risk ratio (rate in / rate out) above this is also worth reporting.
+    practical_ratio: float = 2.0
     #: False discovery rate controlled across one whole scan of patterns.
     fdr: float = 0.1
     #: Days of outcomes each analysis of the learning loop looks at; also the
@@ -308,6 +310,8 @@ def _validate(cfg: Config, report: Any) -> None:
             report(f"learning.{name}", f"must lie strictly between 0 and 1, got {v}")
     if not 0.0 <= lc.display_floor < 1.0:
         report("learning.display_floor", f"must lie in [0, 1), got {lc.display_floor}")
+    if not (lc.practical_ratio > 1.0 and math.isfinite(lc.practical_ratio)):
+        report("learning.practical_ratio", f"must be a number above 1, got {lc.practical_ratio}")
     if not 0.0 <= lc.explore < 1.0:
         report("learning.explore", f"must lie in [0, 1), got {lc.explore}")
     if not (lc.failure_cost > 0 and math.isfinite(lc.failure_cost)):

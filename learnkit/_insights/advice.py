@@ -189,14 +189,27 @@ class Advisor:
             elif p.kind == "change_point":
                 action = f"investigate_change:{p.op_type}"
                 msg = f"Find what changed for {p.op_type} around {p.value}: {p.description}"
+            elif p.kind == "context" and p.attribute == "op_type":
+                action = f"review_op_type:{p.value}"
+                msg = f"Look into {p.value}, the operation type that fails most: {p.description}"
             elif p.kind == "context":
-                if (p.attribute, p.op_type) in gated or (p.attribute, None) in gated:
+                if p.confounded:
+                    continue  # an association through another attribute, not a cause
+                if p.conditions is None and (
+                        (p.attribute, p.op_type) in gated or (p.attribute, None) in gated):
                     if p.error_type is None:
                         continue  # the threshold recommendation speaks for it
                 target = f"{p.error_type} '{p.template}'" if p.error_type else p.op_type
-                action = f"review_context:{p.op_type}:{p.attribute}"
-                msg = (f"Look into {target} when {p.attribute} {p.condition} "
-                       f"{value_text(p.value)}: {p.description}")
+                parts = p.conditions or ((p.attribute or "", p.condition or "==", p.value),)
+                action = f"review_context:{p.op_type}:" + "+".join(a for a, _, _ in parts)
+                if p.missing:
+                    when = f"{p.attribute} is missing"
+                else:
+                    when = " and ".join(
+                        f"{a} is None" if v is None and c == "==" else
+                        f"{value_text(v[0])} <= {a} <= {value_text(v[-1])}" if c == "in" else
+                        f"{a} {c} {value_text(v)}" for a, c, v in parts)
+                msg = f"Look into {target} when {when}: {p.description}"
             else:
                 continue
             recs.append(Recommendation(action=action, message=msg,

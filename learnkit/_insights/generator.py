@@ -2,7 +2,8 @@
 
 One call of :meth:`InsightsGenerator.generate_summary` reads the window's
 rollups (never every row), builds every hypothesis of the scan (context
-values and cut points per operation type and per error cluster, hours,
+values, cut points, bands, None and missing values per operation type and
+per error cluster; conjunctions of two attributes; operation types; hours,
 weekdays, change points, growing clusters, threshold bands), computes all
 p-values, controls the false discovery rate across the whole scan with
 Benjamini-Hochberg, and only then turns the survivors into patterns. See

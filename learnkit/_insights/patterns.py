@@ -69,6 +69,20 @@ class FailurePattern:
     interval_out: tuple[float, float] | None = None
     #: The test's p-value before the FDR correction.
     p_value: float | None = None
+    #: Conjunctions: every part as ``(attribute, condition, value)``; ``attribute``,
+    #: ``condition`` and ``value`` above hold the first part.
+    conditions: tuple[tuple[str, str, Any], ...] | None = None
+    #: True when the pattern is "the attribute is missing" (the key was absent,
+    #: or held a value learnkit does not keep); ``value`` is then None.
+    missing: bool | None = None
+    #: The attribute within whose levels the pattern was checked (Mantel-Haenszel).
+    stratified_by: str | None = None
+    #: Mantel-Haenszel common odds ratio of failure within ``stratified_by``'s levels
+    #: (1: no effect once that attribute is held fixed; below 1: reversed).
+    odds_ratio_within: float | None = None
+    #: True when the effect vanishes or reverses within ``stratified_by``: an
+    #: association through that attribute, not a cause; its confidence is lowered.
+    confounded: bool | None = None
 
 
 @attrs.frozen

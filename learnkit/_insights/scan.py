@@ -18,11 +18,11 @@ import attrs
 
 from .._config import LearningConfig, ThresholdConfig
 from .._model import DAY
-from .._storage.rollup import OTHER
+from .._storage.rollup import OTHER, PAIR_SEP
 from .._views.format import WEEKDAYS, day, hours_text, percent, value_text
 from .clustering import cluster_messages
 from .patterns import ErrorCluster, FailurePattern
-from .statistics import wilson_interval
+from .statistics import normal_cdf, wilson_interval
 
 if TYPE_CHECKING:
     from .._storage.protocol import WindowStats
@@ -53,6 +53,21 @@ def _decode(value: str) -> Any:
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+class _Other:
+    """The level of strings the rollups did not keep (``<other>``): counted, never reported."""
+
+    def __repr__(self) -> str:
+        return "<other>"
+
+
+#: Stands for ``<other>`` among decoded values (a user's string "<other>" stays a string).
+OTHER_LEVEL: Any = _Other()
+
+#: A pattern is "confounded" when, within the levels of the strongest other
+#: attribute, the Mantel-Haenszel statistic falls below this (one-sided 5%).
+Z_WITHIN = 1.645
 
 
 @attrs.define
@@ -155,13 +170,24 @@ class Counts:
         self.attrs: dict[str, dict[str, dict[Any, list[int]]]] = {}
         #: (op_type, attribute) -> decoded value -> the value's text in the rollups
         self.text: dict[tuple[str, str], dict[Any, str]] = {}
+        #: op_type -> (attribute a, attribute b), a < b -> (value a, value b) -> [ok, fail]
+        self.pairs: dict[str, dict[tuple[str, str], dict[tuple[Any, Any], list[int]]]] = {}
         for (t, a, v, o, x), n in ws.context.items():
-            if v == OTHER:
-                continue
             slot = {"success": 0, "failure": 1, "skipped": 2}.get(o)
             if slot is None:
                 continue
-            value = _decode(v)
+            if PAIR_SEP in a:
+                if slot < 2:
+                    a1, _, a2 = a.partition(PAIR_SEP)
+                    try:
+                        v1, v2 = json.loads(v)
+                    except (ValueError, TypeError):
+                        continue
+                    cell2 = self.pairs.setdefault(t, {}).setdefault((a1, a2), {}).setdefault(
+                        (v1, v2), [0, 0])
+                    cell2[slot] += n
+                continue
+            value = OTHER_LEVEL if v == OTHER else _decode(v)
             self.text.setdefault((t, a), {})[value] = v
             cell = self.attrs.setdefault(t, {}).setdefault(a, {}).setdefault(
                 value, [0, 0, 0, 0, 0]
@@ -172,6 +198,19 @@ class Counts:
 
     def types(self) -> list[str]:
         return sorted(set(self.ok) | set(self.fail))
+
+    def n(self, op_type: str) -> int:
+        """Operations of a type with a success or failure outcome."""
+        return self.ok.get(op_type, 0) + self.fail.get(op_type, 0)
+
+    def pair(self, op_type: str, a: str, b: str) -> dict[tuple[Any, Any], list[int]] | None:
+        """Joint counts of two attributes as {(value of a, value of b): [ok, fail]}."""
+        pairs = self.pairs.get(op_type, {})
+        if (a, b) in pairs:
+            return pairs[(a, b)]
+        if (b, a) in pairs:
+            return {(vb, va): c for (va, vb), c in pairs[(b, a)].items()}
+        return None
 
 
 
@@ -205,8 +244,11 @@ class Scan:
             if cid is not None:
                 key = (t, cid, attr, value)
                 by_cluster[key] = by_cluster.get(key, 0) + n
+        self._scan_op_types(counts, tests)
+        strength: dict[tuple[str, str], float] = {}
         for t in counts.types():
-            self._scan_context(t, counts, tests, None)
+            self._scan_context(t, counts, tests, None, strength)
+            self._scan_pairs(t, counts, tests)
             self._scan_temporal(t, counts, tests)
             # A cluster holding nearly all of a type's failures would only
             # repeat the type's own patterns.
@@ -217,7 +259,7 @@ class Scan:
                 key=lambda c: -c.op_types[t],
             )[:TOP_CLUSTERS]
             for c in top:
-                self._scan_context(t, counts, tests, (c, by_cluster))
+                self._scan_context(t, counts, tests, (c, by_cluster), {})
         threshold_scans = self._scan_thresholds(counts, tests)
 
         from .statistics import benjamini_hochberg, storey_pi0
@@ -244,11 +286,13 @@ class Scan:
             [self._with_growth(c, growth_q.get(c.id)) for c in clusters], self._exposure)
         for op_type, hours in merged_hours.items():
             patterns.extend(self._merge_hours(op_type, hours, counts))
+        patterns = [self._stratify(p, counts, strength) for p in patterns]
         patterns.sort(key=lambda p: (-(p.confidence or 0), p.q_value or 1))
         return ScanResult(counts, patterns, clusters, threshold_scans, len(tests))
 
     def _confidence(self, tables: list[Table]) -> list[float]:
-        """P(there is an effect) x P(rate_in - rate_out > margin | effect).
+        """P(there is an effect) x P(rate_in - rate_out > margin, or
+        rate_in / rate_out > ratio | effect).
 
         Beta priors of ``min_samples`` pseudo-observations are centred on the
         overall rate. P(effect) comes from a spike-and-slab prior whose null
@@ -271,7 +315,7 @@ class Scan:
             b1.append(b0 + tb.n_in - tb.a)
             a2.append(a0 + tb.c)
             b2.append(b0 + tb.n_out - tb.c)
-        beyond = prob_greater(a1, b1, a2, b2, cfg.practical_margin)
+        beyond = prob_greater(a1, b1, a2, b2, cfg.practical_margin, cfg.practical_ratio)
         real = prob_effect(
             [tb.a for tb in tables], [tb.n_in for tb in tables],
             [tb.c for tb in tables], [tb.n_out for tb in tables],
@@ -331,13 +375,16 @@ class Scan:
         counts: Counts,
         tests: list[Test],
         cluster: tuple[ErrorCluster, dict[tuple[str, str, str, str], int]] | None,
+        strength: dict[tuple[str, str], float],
     ) -> None:
-        """Categorical values and numeric cut points of every attribute of a type.
+        """Values, numeric cut points or bands, None and missingness of every attribute.
 
         ``cluster``: scan one error cluster instead, given failures per
-        (op_type, cluster id, attribute, value text).
+        (op_type, cluster id, attribute, value text). ``strength`` collects
+        the smallest p-value per (op_type, attribute), to choose the attribute
+        a pattern is stratified by.
         """
-        from .statistics import fisher_greater, max_cut
+        from .statistics import best_interval, fisher_greater, max_cut
 
         cfg = self.settings
         ms = cfg.min_samples
@@ -347,6 +394,7 @@ class Scan:
             if cluster is None:
                 fails = {v: c[1] for v, c in values.items()}
                 ns = {v: cnt[0] + cnt[1] for v, cnt in values.items()}
+                type_n, type_f = counts.n(op_type), counts.fail.get(op_type, 0)
                 what, who = "failure rate", f"{op_type} failures"
                 whose = f"{op_type} operations"
             else:
@@ -357,22 +405,69 @@ class Scan:
                 text = counts.text[(op_type, attr)]
                 fails = {v: by_cluster.get((op_type, c.id, attr, text[v]), 0) for v in values}
                 ns = {v: cnt[1] for v, cnt in values.items()}
+                type_n, type_f = counts.fail.get(op_type, 0), c.op_types.get(op_type, 0)
                 who = f"{c.error_type} '{c.template}' failures of {op_type}"
                 what = "its share of failures"
                 whose = f"{op_type} failures"
             total = sum(ns.values())
             f_total = sum(fails.values())
-            if total < 2 * ms or f_total == 0:
-                continue
-            extra = {"op_type": op_type, "attribute": attr}
+            extra: dict[str, Any] = {"op_type": op_type, "attribute": attr}
             if cluster is not None:
                 extra.update(error_type=cluster[0].error_type, template=cluster[0].template)
-            keys = [v for v in values if v is not None]
+
+            def add(p: float, tb: Table, describe: Callable[[float, float, float], str],
+                    fields: dict[str, Any], attr: str = attr,
+                    extra: dict[str, Any] = extra) -> None:
+                tests.append(Test(p, _builder(self, "context", tb, p, describe,
+                                               dict(extra, **fields))))
+                if cluster is None:
+                    key = (op_type, attr)
+                    strength[key] = min(strength.get(key, 1.0), p)
+
+            # Missing: operations of the type without the attribute (or with a
+            # value the rollups do not keep: a list, a dict, NaN).
+            n_miss, f_miss = type_n - total, type_f - f_total
+            if cluster is None and n_miss >= ms and total >= ms and type_f > 0:
+                p = float(fisher_greater(f_miss, n_miss, type_f, type_n))
+                tb = Table(f_miss, n_miss, f_total, total)
+                describe = _context_sentence(tb, who, what, whose, f"{attr} is missing", None,
+                                             bare=True)
+                add(p, tb, describe, {"condition": "==", "value": None, "missing": True})
+            if total < 2 * ms or f_total == 0:
+                continue
+            keys = [v for v in values if v is not None and v is not OTHER_LEVEL]
             if keys and all(_is_number(v) for v in keys):
                 order = sorted(keys)
                 f_arr = [fails[v] for v in order]
                 ok_arr = [ns[v] - fails[v] for v in order]
+                # Cuts and bands compare numbers with numbers: None is its own level.
+                n_num, f_num = sum(ns[v] for v in order), sum(f_arr)
+                if None in values:
+                    n_none, f_none = ns[None], fails[None]
+                    if n_none >= ms and n_num >= ms and f_none + f_num > 0:
+                        p = float(fisher_greater(f_none, n_none, f_none + f_num, n_none + n_num))
+                        tb = Table(f_none, n_none, f_num, n_num)
+                        describe = _context_sentence(tb, who, what, whose, f"{attr} is None",
+                                                     None, bare=True)
+                        add(p, tb, describe, {"condition": "==", "value": None})
+                if f_num == 0:
+                    continue
                 best = max_cut(f_arr, ok_arr, ms)
+                band = best_interval(f_arr, ok_arr, ms) if cluster is None else None
+                cut_z = abs(best[1]) if best is not None else -math.inf
+                if band is not None and band[2] > cut_z and band[3] < 1:
+                    # An interior run fails more than any cut can say: a band.
+                    lo, hi, z, p = band
+                    f_in, n_in = sum(f_arr[lo:hi + 1]), sum(ns[v] for v in order[lo:hi + 1])
+                    g = len(order)
+                    tb = Table(f_in, n_in, f_num - f_in, n_num - n_in, g * (g - 1) // 2)
+                    members = order[lo:hi + 1]
+                    describe = _context_sentence(
+                        tb, who, what, whose,
+                        f"{value_text(members[0])} <= {attr} <= {value_text(members[-1])}",
+                        None, bare=True)
+                    add(p, tb, describe, {"condition": "in", "value": members})
+                    continue
                 if best is None:
                     continue
                 i, z, p = best
@@ -382,16 +477,16 @@ class Scan:
                 n_le = sum(f_arr[: i + 1]) + sum(ok_arr[: i + 1])
                 cuts = max(1, len(order) - 1)
                 tb = (
-                    Table(f_total - f_le, total - n_le, f_le, n_le, cuts)
+                    Table(f_num - f_le, n_num - n_le, f_le, n_le, cuts)
                     if above
-                    else Table(f_le, n_le, f_total - f_le, total - n_le, cuts)
+                    else Table(f_le, n_le, f_num - f_le, n_num - n_le, cuts)
                 )
                 cond = ">" if above else "<="
                 describe = _context_sentence(tb, who, what, whose, f"{attr} {cond}", cut)
-                tests.append(Test(p, _builder(self, "context", tb, p, describe,
-                                               dict(extra, condition=cond, value=cut))))
+                add(p, tb, describe, {"condition": cond, "value": cut})
             else:
-                for v in keys:
+                levels = keys + ([None] if None in values else [])
+                for v in levels:
                     n_in = ns[v]
                     if n_in < ms or total - n_in < ms:
                         continue
@@ -399,8 +494,196 @@ class Scan:
                     p = float(fisher_greater(a, n_in, f_total, total))
                     tb = Table(a, n_in, f_total - a, total - n_in)
                     describe = _context_sentence(tb, who, what, whose, f"{attr} ==", v)
-                    tests.append(Test(p, _builder(self, "context", tb, p, describe,
-                                                   dict(extra, condition="==", value=v))))
+                    add(p, tb, describe, {"condition": "==", "value": v})
+
+    def _scan_op_types(self, counts: Counts, tests: list[Test]) -> None:
+        """Operation type as a context of its own: does one type fail more than the others?"""
+        from .statistics import fisher_greater
+
+        types = counts.types()
+        ms = self.settings.min_samples
+        total = sum(counts.n(t) for t in types)
+        f_total = sum(counts.fail.values())
+        if len(types) < 2 or f_total == 0:
+            return
+        for t in types:
+            n_in, a = counts.n(t), counts.fail.get(t, 0)
+            if n_in < ms or total - n_in < ms:
+                continue
+            p = float(fisher_greater(a, n_in, f_total, total))
+            tb = Table(a, n_in, f_total - a, total - n_in, len(types))
+
+            def describe(r_in: float, r_out: float, prev: float, *, t: str = t,
+                         tb: Table = tb) -> str:
+                return (f"{t} fails {percent(r_in)} against {percent(r_out)} for other "
+                        f"operation types; it is {percent(prev)} of operations and "
+                        f"{percent(tb.a / max(tb.failures, 1))} of failures "
+                        f"(n={tb.n_in:,} vs {tb.n_out:,})")
+
+            tests.append(Test(p, _builder(self, "context", tb, p, describe, {
+                "attribute": "op_type", "condition": "==", "value": t})))
+
+    def _scan_pairs(self, op_type: str, counts: Counts, tests: list[Test]) -> None:
+        """Conjunctions of two attributes: "x > c and y == v", "x == u and y == v".
+
+        A conjunction is a hypothesis only when it fails more than *each* of
+        its parts alone: than the rest of ``y == v`` and than the rest of the
+        ``x`` condition (an intersection-union test: the larger of the two
+        p-values). Otherwise every marginal effect would reappear paired with
+        every other attribute.
+        """
+        from .statistics import max_cut
+
+        ms = self.settings.min_samples
+        for (a, b), joint in sorted(counts.pairs.get(op_type, {}).items()):
+            if a.startswith("_") or b.startswith("_"):
+                continue
+            n_all = sum(c[0] + c[1] for c in joint.values())
+            f_all = sum(c[1] for c in joint.values())
+            if n_all < 4 * ms or f_all == 0:
+                continue
+            values = {x: sorted({k[i] for k in joint}, key=_sort_key) for i, x in ((0, a), (1, b))}
+            numeric = {x: all(_is_number(v) for v in vs if v is not None)
+                       and any(v is not None for v in vs) for x, vs in values.items()}
+            for x, y in ((a, b), (b, a)):
+                xi = 0 if x == a else 1
+                if not numeric[x] and (numeric[y] or x > y):
+                    continue  # categorical x categorical: once, in name order
+                cells: dict[tuple[Any, Any], list[int]] = {
+                    (k[xi], k[1 - xi]): c for k, c in joint.items()}
+                y_levels = values[y]
+                for v in y_levels:
+                    if numeric[y] and v is None:
+                        continue
+                    if not numeric[x]:
+                        for u in values[x]:
+                            self._conjunction(op_type, x, y, v, cells, [u], "==", u, 1,
+                                              n_all, f_all, None, tests)
+                        continue
+                    order = [u for u in values[x] if u is not None]
+                    f_arr = [cells.get((u, v), [0, 0])[1] for u in order]
+                    ok_arr = [cells.get((u, v), [0, 0])[0] for u in order]
+                    best = max_cut(f_arr, ok_arr, ms)
+                    if best is None:
+                        continue
+                    i, z, p_cut = best
+                    group = order[i + 1:] if z > 0 else order[: i + 1]
+                    self._conjunction(op_type, x, y, v, cells, group, ">" if z > 0 else "<=",
+                                      order[i], max(1, len(order) - 1), n_all, f_all, p_cut,
+                                      tests)
+
+    def _conjunction(
+        self, op_type: str, x: str, y: str, v: Any,
+        cells: dict[tuple[Any, Any], list[int]], group: list[Any], cond: str, val: Any,
+        k: int, n_all: int, f_all: int, p_within: float | None, tests: list[Test],
+    ) -> None:
+        from .statistics import fisher_greater
+
+        ms = self.settings.min_samples
+        gset = {_key(u) for u in group}
+        n_g = f_g = n_y = f_y = n_x = f_x = 0
+        for (u, w), (ok, f) in cells.items():
+            in_x = _key(u) in gset
+            in_y = _key(w) == _key(v)
+            if in_x and in_y:
+                n_g += ok + f
+                f_g += f
+            elif in_y:
+                n_y += ok + f
+                f_y += f
+            elif in_x:
+                n_x += ok + f
+                f_x += f
+        if min(n_g, n_y, n_x) < ms or n_all - n_g < ms or f_g == 0:
+            return
+        # Worse than the rest of y == v (for a cut: the best cut within y == v,
+        # corrected for its choice), and than the rest of the x condition
+        # (Bonferroni over the k cuts the group was chosen among).
+        p_y = (float(fisher_greater(f_g, n_g, f_g + f_y, n_g + n_y)) if p_within is None
+               else p_within)
+        p_x = min(1.0, float(fisher_greater(f_g, n_g, f_g + f_x, n_g + n_x)) * k)
+        p = max(p_y, p_x)
+        tb = Table(f_g, n_g, f_all - f_g, n_all - n_g, k)
+        parts = ((x, cond, val), (y, "==", v))
+        x_text, y_text = f"{x} {cond} {value_text(val)}", f"{y} == {value_text(v)}"
+        text = f"{x_text} and {y_text}"
+
+        def describe(r_in: float, r_out: float, prev: float) -> str:
+            return (f"{percent(tb.a / max(tb.failures, 1))} of {op_type} failures occur when "
+                    f"{text}, which holds for {percent(prev)} of {op_type} operations; "
+                    f"failure rate {percent(r_in)} there against {percent(r_out)} otherwise, "
+                    f"more than with either part alone ({percent(f_y / n_y)} when only "
+                    f"{y_text} holds, {percent(f_x / n_x)} when only {x_text} holds; "
+                    f"n={tb.n_in:,} vs {tb.n_out:,})")
+
+        tests.append(Test(p, _builder(self, "context", tb, p, describe, {
+            "op_type": op_type, "attribute": x, "condition": cond, "value": val,
+            "conditions": parts})))
+
+    def _stratify(
+        self, p: FailurePattern, counts: Counts, strength: dict[tuple[str, str], float]
+    ) -> FailurePattern:
+        """Check a single-attribute pattern within the levels of the strongest other one.
+
+        Mantel-Haenszel over the levels of the other attribute of the same
+        type with the smallest p-value (its joint counts with this one must
+        be in the rollups). When the effect does not hold within them
+        (one-sided z below 1.645) the pattern is marked ``confounded``, says
+        so, and its confidence is multiplied by Phi(z): about 0.5 when it
+        vanishes, near 0 when it reverses.
+        """
+        from .statistics import mantel_haenszel
+
+        if (p.kind != "context" or p.error_type is not None or p.conditions is not None
+                or p.missing or p.op_type is None or p.attribute in (None, "op_type")):
+            return p
+        t, attr = p.op_type, p.attribute
+        others = sorted((q, a) for (tt, a), q in strength.items()
+                        if tt == t and a != attr and q <= self.settings.fdr)
+        for _, s in others:
+            joint = counts.pair(t, attr, s)
+            if joint is None:
+                continue
+            inside = _condition(p.condition, p.value)
+            strata: dict[Any, list[int]] = {}
+            for (u, w), (ok, f) in joint.items():
+                if u is None and p.condition in (">", "<=", "in"):
+                    continue
+                cell = strata.setdefault(_key(w), [0, 0, 0, 0])
+                if inside(u):
+                    cell[0] += f
+                    cell[1] += ok + f
+                else:
+                    cell[2] += f
+                    cell[3] += ok + f
+            rows = list(strata.values())
+            covered = sum(r[1] + r[3] for r in rows)
+            if covered < 0.9 * ((p.support or 0) + _n_out(p)):
+                continue  # joint counts cover too little of the comparison
+            ratio, z, informative = mantel_haenszel(rows)
+            if informative == 0:
+                return attrs.evolve(p, stratified_by=s)
+            a, n1 = sum(r[0] for r in rows), sum(r[1] for r in rows)
+            c, n0 = sum(r[2] for r in rows), sum(r[3] for r in rows)
+            pooled = _odds_ratio(a, n1, c, n0)
+            # Reversed: significantly the other way within strata. Vanished:
+            # not significant within strata *and* the odds ratio shrinks by
+            # more than half toward 1 on the log scale (so a real effect that
+            # merely loses power after stratifying is not called confounded).
+            reversed_ = z <= -Z_WITHIN
+            vanished = z < Z_WITHIN and not (
+                ratio > 1 and pooled > 1 and math.log(ratio) >= 0.5 * math.log(pooled))
+            if not (reversed_ or vanished):
+                return attrs.evolve(p, stratified_by=s, odds_ratio_within=ratio,
+                                    confounded=False)
+            verb = "reverses" if z < -Z_WITHIN else "vanishes"
+            note = (f"; within each {s} the effect {verb} (Mantel-Haenszel odds ratio "
+                    f"{ratio:.2f}, z = {z:.1f}): {s} may explain it, this is not a cause")
+            return attrs.evolve(
+                p, stratified_by=s, odds_ratio_within=ratio, confounded=True,
+                confidence=float((p.confidence or 0.0) * normal_cdf(z)),
+                description=p.description + note)
+        return p
 
     def _scan_temporal(self, op_type: str, counts: Counts, tests: list[Test]) -> None:
         """Hour-of-day and weekday effects, and change points in the daily rate."""
@@ -432,11 +715,22 @@ class Scan:
                 continue
             p = float(fisher_greater(f, n, f_total, total))
             tests.append(Test(p, _hour_marker(op_type, h)))
+        # A weekday effect must show on each of its days: a weekday seen once
+        # in the window (or on one day with enough outcomes) is that one day,
+        # and recent drift would otherwise read as "avoid Sundays". The test
+        # is intersection-union: the largest p-value over its days, each day
+        # against all operations on other weekdays.
+        days_of: list[list[int]] = [[] for _ in range(7)]
+        for day_index, (d_ok, d_f) in daily.items():
+            if d_ok + d_f >= ms:
+                days_of[(day_index + 3) % 7].append(day_index)
         for w, (ok, f) in enumerate(wd):
             n = ok + f
-            if n < ms or total - n < ms:
+            if n < ms or total - n < ms or len(days_of[w]) < 2:
                 continue
-            p = float(fisher_greater(f, n, f_total, total))
+            rest_n, rest_f = total - n, f_total - f
+            p = max(float(fisher_greater(daily[d][1], sum(daily[d]), daily[d][1] + rest_f,
+                                         sum(daily[d]) + rest_n)) for d in days_of[w])
             tb = Table(f, n, f_total - f, total - n)
 
             def describe_w(r_in: float, r_out: float, prev: float, *, w: int = w) -> str:
@@ -704,15 +998,57 @@ def _p_below(a: float, b: float, x: float) -> float:
     return beta_cdf(x, a, b)
 
 
+def _n_out(p: FailurePattern) -> int:
+    """Operations outside a pattern's condition (from its support and prevalence)."""
+    if not p.prevalence or not p.support:
+        return 0
+    return round(p.support / p.prevalence) - p.support
+
+
+def _odds_ratio(a: float, n1: float, c: float, n0: float) -> float:
+    """Odds ratio of failure in against out, with 0.5 added to each cell."""
+    return ((a + 0.5) * (n0 - c + 0.5)) / ((n1 - a + 0.5) * (c + 0.5))
+
+
+def _sort_key(v: Any) -> tuple[int, Any]:
+    if v is None:
+        return (0, 0)
+    if _is_number(v):
+        return (1, v)
+    return (2, str(v))
+
+
+def _key(v: Any) -> Any:
+    """A value as a dict key that keeps 1, 1.0 and True apart."""
+    return (type(v).__name__ if not _is_number(v) else "n", v)
+
+
+def _condition(cond: str | None, value: Any) -> Callable[[Any], bool]:
+    """Whether a value meets a single-attribute pattern's condition."""
+    if cond == ">":
+        return lambda u: _is_number(u) and bool(u > value)
+    if cond == "<=":
+        return lambda u: _is_number(u) and bool(u <= value)
+    if cond == "in":
+        members = {_key(m) for m in value}
+        return lambda u: _key(u) in members
+    return lambda u: _key(u) == _key(value)
+
+
 def _context_sentence(
-    tb: Table, who: str, what: str, whose: str, condition: str, value: Any
+    tb: Table, who: str, what: str, whose: str, condition: str, value: Any,
+    *, bare: bool = False,
 ) -> Callable[[float, float, float], str]:
-    """The description of a context pattern, given its rates once they are known."""
+    """The description of a context pattern, given its rates once they are known.
+
+    ``bare``: the condition is complete without the value ("x is missing").
+    """
+    cond_text = condition if bare else f"{condition} {value_text(value)}"
 
     def describe(r_in: float, r_out: float, prevalence: float) -> str:
         return (
             f"{percent(tb.a / max(tb.failures, 1))} of {who} occur when "
-            f"{condition} {value_text(value)}, which holds for {percent(prevalence)} of "
+            f"{cond_text}, which holds for {percent(prevalence)} of "
             f"{whose}; {what} {percent(r_in)} there against "
             f"{percent(r_out)} otherwise (n={tb.n_in:,} vs {tb.n_out:,})"
         )

@@ -19,9 +19,11 @@ if TYPE_CHECKING:
 __all__ = [
     "Z95",
     "benjamini_hochberg",
+    "best_interval",
     "beta_cdf",
     "binomial_sf",
     "fisher_greater",
+    "mantel_haenszel",
     "max_cut",
     "normal_cdf",
     "prob_greater",
@@ -49,13 +51,19 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
 
 
 def prob_greater(
-    a1: Any, b1: Any, a2: Any, b2: Any, margin: float = 0.0
+    a1: Any, b1: Any, a2: Any, b2: Any, margin: float = 0.0, ratio: float | None = None
 ) -> Array:
     """P(X - Y > margin) for X ~ Beta(a1, b1), Y ~ Beta(a2, b2), elementwise.
 
-    Integrates ``f_Y(y) * P(X > y + margin)`` on a grid spanning Y's mass;
+    With ``ratio``: P(X - Y > margin *or* X / Y > ratio), i.e. X above
+    ``Y + min(margin, (ratio - 1) * Y)``: a difference counts when it is
+    large in absolute terms or in relative terms (a risk ratio), so a rate of
+    5% against 1% is an effect although it is only 4 points.
+
+    Integrates ``f_Y(y) * P(X > y + margin(y))`` on a grid spanning Y's mass;
     when both distributions are concentrated (a + b > 2000) the normal
-    approximation is used, which is then accurate to well under 0.001.
+    approximation is used (with the margin at Y's mean), which is then
+    accurate to well under 0.001.
     """
     import numpy as np
     from scipy import stats
@@ -69,7 +77,8 @@ def prob_greater(
         m2 = a2[big] / (a2[big] + b2[big])
         v1 = m1 * (1 - m1) / (a1[big] + b1[big] + 1)
         v2 = m2 * (1 - m2) / (a2[big] + b2[big] + 1)
-        out[big] = stats.norm.sf((margin - (m1 - m2)) / np.sqrt(v1 + v2))
+        mg = margin if ratio is None else np.minimum(margin, (ratio - 1) * m2)
+        out[big] = stats.norm.sf((mg - (m1 - m2)) / np.sqrt(v1 + v2))
     small = ~big
     if small.any():
         A1, B1, A2, B2 = (x[small][:, None] for x in (a1, b1, a2, b2))
@@ -78,7 +87,8 @@ def prob_greater(
         t = (np.arange(400) + 0.5) / 400
         y = lo + (hi - lo) * t[None, :]
         w = stats.beta.pdf(y, A2, B2) * (hi - lo) / 400
-        out[small] = np.clip((w * stats.beta.sf(np.clip(y + margin, 0, 1), A1, B1)).sum(1), 0, 1)
+        mg = margin if ratio is None else np.minimum(margin, (ratio - 1) * y)
+        out[small] = np.clip((w * stats.beta.sf(np.clip(y + mg, 0, 1), A1, B1)).sum(1), 0, 1)
     return out
 
 
@@ -153,6 +163,84 @@ def max_cut(
     zb = float(z[best])
     p = _lausen94(abs(zb), np.unique(m), int(total))
     return int(idx[best]), zb, p
+
+
+def best_interval(
+    fail: Any, ok: Any, min_side: int, max_groups: int = 200
+) -> tuple[int, int, float, float] | None:
+    """The interior run of ordered groups that fails most: a *band*.
+
+    Among runs ``[i, j]`` that leave at least one group on each side (a run
+    touching an end is a cut, see :func:`max_cut`) and at least ``min_side``
+    operations inside and outside, the one with the largest standardised
+    excess of failures. Returns ``(i, j, z, p)`` with ``p`` one-sided and
+    Bonferroni-corrected for the number of runs looked at (conservative: the
+    runs overlap); None when no run is allowed or there are more than
+    ``max_groups`` groups.
+    """
+    import numpy as np
+    from scipy import stats
+
+    fail = np.asarray(fail, dtype=float)
+    ok = np.asarray(ok, dtype=float)
+    g = len(fail)
+    if g < 3 or g > max_groups:
+        return None
+    n = fail + ok
+    total, f_total = n.sum(), fail.sum()
+    if total < 2 or f_total in (0, total):
+        return None
+    cn = np.concatenate([[0.0], np.cumsum(n)])
+    cf = np.concatenate([[0.0], np.cumsum(fail)])
+    i, j = np.triu_indices(g)
+    interior = (i > 0) & (j < g - 1)
+    i, j = i[interior], j[interior]
+    m = cn[j + 1] - cn[i]
+    f = cf[j + 1] - cf[i]
+    allowed = (m >= min_side) & (total - m >= min_side)
+    if not allowed.any():
+        return None
+    i, j, m, f = i[allowed], j[allowed], m[allowed], f[allowed]
+    expected = m * f_total / total
+    var = m * (total - m) * f_total * (total - f_total) / (total * total * (total - 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(var > 0, (f - expected) / np.sqrt(var), 0.0)
+    best = int(np.argmax(z))
+    zb = float(z[best])
+    p = float(min(1.0, stats.norm.sf(zb) * len(z)))
+    return int(i[best]), int(j[best]), zb, p
+
+
+def mantel_haenszel(strata: Any) -> tuple[float, float, int]:
+    """Mantel-Haenszel common odds ratio and signed test statistic over strata.
+
+    ``strata``: rows ``(a, n_in, c, n_out)`` (failures and operations with
+    and without a condition, in one stratum). Returns ``(odds_ratio, z,
+    informative)``: the MH estimate of the odds ratio of failure with the
+    condition, holding the stratum fixed; the Cochran-Mantel-Haenszel
+    statistic signed (positive: the condition fails more within strata);
+    and the number of strata holding both sides. ``z`` is 0 and the ratio
+    NaN when no stratum is informative.
+    """
+    import numpy as np
+
+    t = np.asarray(strata, dtype=float).reshape(-1, 4)
+    a, n1, c, n0 = t[:, 0], t[:, 1], t[:, 2], t[:, 3]
+    n = n1 + n0
+    m1 = a + c
+    use = (n1 > 0) & (n0 > 0) & (n > 1)
+    if not use.any():
+        return math.nan, 0.0, 0
+    a, n1, c, n0, n, m1 = a[use], n1[use], c[use], n0[use], n[use], m1[use]
+    b, d = n1 - a, n0 - c
+    num = float(np.sum(a * d / n))
+    den = float(np.sum(b * c / n))
+    ratio = num / den if den > 0 else (math.inf if num > 0 else math.nan)
+    expected = n1 * m1 / n
+    var = n1 * n0 * m1 * (n - m1) / (n * n * (n - 1))
+    v = float(var.sum())
+    z = float((a - expected).sum() / math.sqrt(v)) if v > 0 else 0.0
+    return ratio, z, int(use.sum())
 
 
 def benjamini_hochberg(p: Any) -> Array:

@@ -12,27 +12,55 @@ Each operation adds to four rollups, keyed by the hour it ended in:
 
 Context values are *bucketed* so the rollups stay small: booleans, None,
 integers up to 1000 and short strings are kept exactly; larger numbers keep
-two significant digits; strings longer than 64 characters, and the 51st and
-later distinct strings of one attribute in one store, count as
+two significant digits; strings longer than 64 characters count as
 ``<other>``; lists, dicts and other objects are left out.
+
+Strings of one (op_type, attribute) are kept by a bounded *heavy-hitter
+summary* per store (:class:`HeavyHitters`): up to :data:`MAX_STRINGS` values
+are monitored and written as themselves, the rest as ``<other>``. A
+monitored value's score is its *excess failures* (each failure adds
+``1 - base``, each success subtracts ``base``, ``base`` being the running
+failure rate of the attribute); when the summary is full, a failure of an
+unmonitored value replaces the monitored value of lowest score if that score
+is below one failure's worth. So a value that fails far more than the rest
+keeps its slot among thousands, and the rollups still hold at most
+``MAX_STRINGS + 1`` strings per attribute and hour. Whether an operation's
+value is written as itself is decided *before* its own outcome is counted,
+so the counts of a monitored value are not selected on their outcomes.
+
+Pairs of attributes with few distinct values (at most :data:`PAIR_VALUES`
+in this store, at most :data:`PAIR_ATTRS` of them per operation) are also
+counted jointly, as the pseudo-attribute ``"a\x1fb"`` with the JSON array
+``[value_a, value_b]``, so the scan can test conjunctions and stratify one
+attribute by another. They live in the context rollup (no new table), never
+in the error-context rollup.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import statistics
+from array import array
 from collections.abc import Callable
 from typing import Any
 
 from .._insights.clustering import signature
 from .._model import HOUR
 
-__all__ = ["OTHER", "Aggregate", "Encoder"]
+__all__ = ["MAX_STRINGS", "OTHER", "PAIR_SEP", "Aggregate", "Encoder", "HeavyHitters"]
 
 #: The value that stands for "a string we do not keep"; not valid JSON, so
 #: it cannot collide with a real value.
 OTHER = "<other>"
-_MAX_STRINGS = 50
+#: Strings monitored per (op_type, attribute) by the heavy-hitter summary.
+MAX_STRINGS = 64
+#: Joins the two attribute names of a pair's pseudo-attribute.
+PAIR_SEP = "\x1f"
+#: Attributes with more distinct values than this (in one store) are not paired.
+PAIR_VALUES = 24
+#: Paired attributes per operation (the first by name); pairs grow as its square.
+PAIR_ATTRS = 6
 _MAX_STRING_LEN = 64
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
@@ -49,6 +77,78 @@ def _sanitize(value: Any) -> Any:
     return repr(value)
 
 
+class HeavyHitters:
+    """A bounded summary of one attribute's strings, ranked by excess failures.
+
+    Up to ``capacity`` values are *monitored* (written as themselves). Once
+    that many have been seen, every outcome also goes into a small sketch of
+    excess failures (``depth`` rows of ``width`` cells; a value's estimate is
+    the median of its cells), which remembers values that are not monitored:
+    a failure of an unmonitored value whose estimated excess exceeds the
+    lowest score among the monitored takes that one's slot. Memory is
+    ``capacity + depth * width`` numbers, whatever the number of values.
+    ``kept(v)`` says whether ``v`` is written as itself; ``observe(v,
+    failed)`` counts its outcome afterwards.
+    """
+
+    __slots__ = ("capacity", "depth", "failures", "scores", "sketch", "total", "width")
+
+    def __init__(self, capacity: int = MAX_STRINGS, width: int = 4096, depth: int = 5) -> None:
+        self.capacity = capacity
+        self.width = width
+        self.depth = depth
+        #: monitored value -> excess failures since it was monitored (plus its estimate then)
+        self.scores: dict[str, float] = {}
+        self.sketch: list[array[float]] | None = None
+        self.failures = 0
+        self.total = 0
+
+    @property
+    def full(self) -> bool:
+        return len(self.scores) >= self.capacity
+
+    def kept(self, value: str) -> bool:
+        scores = self.scores
+        if value in scores:
+            return True
+        if len(scores) < self.capacity:
+            scores[value] = 0.0
+            return True
+        return False
+
+    def _cells(self, value: str) -> list[int]:
+        w = self.width
+        return [hash((i, value)) % w for i in range(self.depth)]
+
+    def estimate(self, value: str) -> float:
+        """The sketch's estimate of a value's excess failures (0 before the sketch)."""
+        if self.sketch is None:
+            return 0.0
+        return statistics.median(
+            row[c] for row, c in zip(self.sketch, self._cells(value), strict=True))
+
+    def observe(self, value: str, failed: bool) -> None:
+        self.total += 1
+        self.failures += failed
+        # Laplace-smoothed running failure rate of the attribute.
+        base = (self.failures + 1) / (self.total + 2)
+        step = (1 - base) if failed else -base
+        scores = self.scores
+        if self.sketch is None and len(scores) >= self.capacity:
+            self.sketch = [array("d", bytes(8 * self.width)) for _ in range(self.depth)]
+        if self.sketch is not None:
+            for row, c in zip(self.sketch, self._cells(value), strict=True):
+                row[c] += step
+        if value in scores:
+            scores[value] += step
+        elif failed and self.sketch is not None:
+            est = self.estimate(value)
+            low = min(scores, key=scores.__getitem__)
+            if est > scores[low]:
+                del scores[low]
+                scores[value] = est
+
+
 class Encoder:
     """Turns operations into row text and rollup keys; one per store.
 
@@ -58,9 +158,12 @@ class Encoder:
     """
 
     def __init__(self) -> None:
-        self._seen_strings: dict[tuple[str, str], set[str]] = {}
+        self._strings: dict[tuple[str, str], HeavyHitters] = {}
+        #: (op_type, attribute) -> distinct keys seen (None: too many to pair)
+        self._pair_values: dict[tuple[str, str], set[str] | None] = {}
         self._signatures: dict[str, str] = {}
-        self._contexts: dict[Any, tuple[str | None, bool, tuple[tuple[str, str], ...]]] = {}
+        self._contexts: dict[
+            Any, tuple[str | None, bool, tuple[tuple[str, str], ...], bool]] = {}
 
     def bucket(self, op_type: str, attr: str, value: Any) -> str | None:
         """The rollup key (JSON text) of one context value; None to leave it out."""
@@ -83,13 +186,55 @@ class Encoder:
         if isinstance(value, str):
             if len(value) > _MAX_STRING_LEN:
                 return OTHER
-            seen = self._seen_strings.setdefault((op_type, attr), set())
-            if value not in seen:
-                if len(seen) >= _MAX_STRINGS:
-                    return OTHER
-                seen.add(value)
+            hh = self._strings.get((op_type, attr))
+            if hh is None:
+                hh = self._strings[(op_type, attr)] = HeavyHitters()
+            was_full = hh.full
+            if not hh.kept(value):
+                return OTHER
+            if hh.full and not was_full:
+                self._contexts.clear()  # cached items of this attribute may change now
             return _dumps(value)
         return None
+
+    def observe(self, op_type: str, context: dict[str, Any] | None, outcome: str) -> None:
+        """Count an operation's outcome in its strings' heavy-hitter summaries.
+
+        Called by the write path after the operation's items were encoded, so
+        that whether a value is kept never depends on its own outcome.
+        """
+        if not context or outcome not in ("success", "failure"):
+            return
+        failed = outcome == "failure"
+        for k, v in context.items():
+            if isinstance(v, str) and len(v) <= _MAX_STRING_LEN:
+                hh = self._strings.get((op_type, str(k)))
+                if hh is not None:
+                    hh.observe(v, failed)
+
+    def _volatile(self, op_type: str, context: dict[str, Any]) -> bool:
+        """Whether a context's items depend on a full summary (so are not cached)."""
+        for k, v in context.items():
+            if isinstance(v, str):
+                hh = self._strings.get((op_type, str(k)))
+                if hh is not None and hh.full:
+                    return True
+        return False
+
+    def _pairable(self, op_type: str, attr: str, key: str) -> bool:
+        if key == OTHER:
+            return False
+        seen = self._pair_values.get((op_type, attr), set())
+        if seen is None:
+            return False
+        if key not in seen:
+            if len(seen) >= PAIR_VALUES:
+                self._pair_values[(op_type, attr)] = None
+                self._contexts.clear()
+                return False
+            seen.add(key)
+            self._pair_values[(op_type, attr)] = seen
+        return True
 
     def context_items(
         self, op_type: str, context: dict[str, Any] | None
@@ -102,16 +247,31 @@ class Encoder:
             b = self.bucket(op_type, str(k), v)
             if b is not None:
                 out.append((str(k), b))
+        pairable = sorted(
+            (a, b) for a, b in out if PAIR_SEP not in a and self._pairable(op_type, a, b)
+        )[:PAIR_ATTRS]
+        for i, (a1, v1) in enumerate(pairable):
+            for a2, v2 in pairable[i + 1:]:
+                out.append((f"{a1}{PAIR_SEP}{a2}", f"[{v1},{v2}]"))
         return tuple(out)
 
     def encode_context(
-        self, op_type: str, context: dict[str, Any] | None
+        self, op_type: str, context: dict[str, Any] | None, outcome: str | None = None
     ) -> tuple[str | None, bool, tuple[tuple[str, str], ...]]:
         """JSON text for a context, whether anything was coerced, and its rollup items.
 
         Values that JSON cannot hold (objects, NaN, nested structures) are kept
-        as their ``repr`` so nothing is lost and nothing raises.
+        as their ``repr`` so nothing is lost and nothing raises. ``outcome``
+        (on the write path): counted in the heavy-hitter summaries afterwards.
         """
+        out = self._encode(op_type, context)
+        if outcome is not None:
+            self.observe(op_type, context, outcome)
+        return out
+
+    def _encode(
+        self, op_type: str, context: dict[str, Any] | None
+    ) -> tuple[str | None, bool, tuple[tuple[str, str], ...]]:
         if not context:
             return None, False, _NO_ITEMS
         cache = self._contexts
@@ -121,20 +281,22 @@ class Encoder:
             key: Any = (op_type, tuple(context.items()), tuple(map(type, context.values())))
             hit = cache.get(key)
             if hit is not None:
-                return hit
+                if hit[3]:  # its strings' summary is full: which are kept may change
+                    return hit[0], hit[1], self.context_items(op_type, context)
+                return hit[0], hit[1], hit[2]
         except TypeError:  # an unhashable value
             key = None
         items = self.context_items(op_type, context)
         try:
-            out = (_dumps(context), False, items)
+            text = _dumps(context)
         except (TypeError, ValueError):
             clean = {str(k): _sanitize(v) for k, v in context.items()}
             return _dumps(clean), True, items
         if key is not None:
             if len(cache) >= _CACHE_LIMIT:
                 cache.clear()
-            cache[key] = out
-        return out
+            cache[key] = (text, False, items, self._volatile(op_type, context))
+        return text, False, items
 
     def error_signature(self, message: str | None) -> str:
         """The coarse masked signature of an error message (cached; bounded).
@@ -238,6 +400,8 @@ class Aggregate:
                 if last > e[2]:
                     e[2], e[3] = last, message or ""
             for attr, value in items:
+                if PAIR_SEP in attr:
+                    continue
                 eck = (hour, op_type, et, sig, attr, value)
                 ectx[eck] = ectx.get(eck, 0) + n
         self._outcomes = outcomes

@@ -579,7 +579,7 @@ class SQLiteStore:
         sid = self.session_id
         coerced = 0
         for op in completed:
-            ctx, bad, items = encode_context(op.op_type, op.context)
+            ctx, bad, items = encode_context(op.op_type, op.context, op.outcome)
             coerced += bad or op.coerced > 0
             if op.persisted:
                 updates.append(

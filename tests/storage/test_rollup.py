@@ -14,7 +14,7 @@ import learnkit
 from learnkit._model import HOUR
 from learnkit._storage import rollup
 from learnkit._storage.protocol import WindowStats
-from learnkit._storage.rollup import OTHER, Aggregate, Encoder
+from learnkit._storage.rollup import MAX_STRINGS, OTHER, PAIR_SEP, Aggregate, Encoder, HeavyHitters
 
 from ..conftest import write_config
 
@@ -28,15 +28,19 @@ def context_values(db: Path, attr: str) -> set[str]:
         conn.close()
 
 
+def singles(items: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    return tuple(i for i in items if PAIR_SEP not in i[0])
+
+
 class TestTwoKits:
     async def test_cardinality_state_is_per_store(self, tmp_path: Path) -> None:
-        """Kit A's 50 remembered strings do not make kit B store new ones as <other>."""
+        """Kit A's full summary of strings does not make kit B store new ones as <other>."""
         a_dir, b_dir = tmp_path / "a", tmp_path / "b"
         a_dir.mkdir()
         b_dir.mkdir()
         t = 1_000_000.0
         async with learnkit.open(write_config(a_dir)) as kit_a:
-            for i in range(60):
+            for i in range(MAX_STRINGS + 10):
                 kit_a.record("deploy", outcome="success", started_at=t + i,
                              context={"team": f"team-{i}"})
             await kit_a.flush()
@@ -48,9 +52,9 @@ class TestTwoKits:
                 b_path = kit_b.database.path
             a_path = kit_a.database.path
         assert a_path != b_path
-        # A hit its own limit: 50 values kept, the other 10 counted as <other>
+        # A hit its own limit: MAX_STRINGS values kept, the other 10 counted as <other>
         a_values = context_values(a_path, "team")
-        assert len(a_values) == 51 and OTHER in a_values
+        assert len(a_values) == MAX_STRINGS + 1 and OTHER in a_values
         # B stores its values as themselves
         assert context_values(b_path, "team") == {f'"new-{i}"' for i in range(5)}
 
@@ -79,22 +83,58 @@ class TestBucket:
                         ('a"b\\c', 'a"b\\c'), ("naïve", "naïve")]:
             assert json.loads(e.bucket("t", "a", v) or "") == back
 
-    def test_fifty_strings_per_attribute(self) -> None:
+    def test_bounded_strings_per_attribute(self) -> None:
         e = Encoder()
-        kept = [e.bucket("t", "team", f"v{i}") for i in range(50)]
-        assert kept == [f'"v{i}"' for i in range(50)]
-        assert e.bucket("t", "team", "v50") == OTHER
-        assert e.bucket("t", "team", "v99") == OTHER
-        assert e.bucket("t", "team", "v3") == '"v3"'  # a value seen before stays itself
+        n = MAX_STRINGS
+        kept = [e.bucket("t", "team", f"v{i}") for i in range(n)]
+        assert kept == [f'"v{i}"' for i in range(n)]
+        assert e.bucket("t", "team", f"v{n}") == OTHER
+        assert e.bucket("t", "team", "v999") == OTHER
+        assert e.bucket("t", "team", "v3") == '"v3"'  # a monitored value stays itself
         # the limit is per (op_type, attribute)
-        assert e.bucket("t", "owner", "v50") == '"v50"'
-        assert e.bucket("u", "team", "v50") == '"v50"'
+        assert e.bucket("t", "owner", f"v{n}") == f'"v{n}"'
+        assert e.bucket("u", "team", f"v{n}") == f'"v{n}"'
         # numbers are not limited
         assert e.bucket("t", "team", 999) == "999"
 
+    def test_a_failing_value_takes_a_slot(self) -> None:
+        """Among 1,000 values, one that fails again and again is monitored; noise is not."""
+        rng = random.Random(3)
+        hh = HeavyHitters()
+        kept_bad = 0
+        stream = [(f"r{i}", rng.random() < 0.1) for i in range(1000) for _ in range(20)]
+        stream += [("bad", i % 4 != 0) for i in range(20)]
+        rng.shuffle(stream)
+        for v, failed in stream:
+            kept = hh.kept(v)
+            kept_bad += v == "bad" and kept
+            hh.observe(v, failed)
+        assert len(hh.scores) == MAX_STRINGS
+        assert "bad" in hh.scores and kept_bad >= 12
+        assert max(hh.scores, key=hh.scores.__getitem__) == "bad"
+
+    def test_kept_is_decided_before_the_outcome(self) -> None:
+        """A value's own failure never makes that same operation kept."""
+        e = Encoder()
+        for i in range(MAX_STRINGS):
+            e.encode_context("t", {"team": f"v{i}"}, "success")
+        _, _, items = e.encode_context("t", {"team": "new"}, "failure")
+        assert items == (("team", OTHER),)
+
+    def test_pairs_of_few_valued_attributes(self) -> None:
+        e = Encoder()
+        items = e.context_items("t", {"lang": "go", "complexity": 7, "flag": True})
+        assert ("complexity\x1fflag", "[7,true]") in items
+        assert ("complexity\x1flang", '[7,"go"]') in items
+        assert ("flag\x1flang", '[true,"go"]') in items
+        for i in range(60):  # complexity now has too many values to pair
+            e.context_items("t", {"complexity": i, "lang": "go"})
+        items = e.context_items("t", {"lang": "go", "complexity": 99})
+        assert items == (("lang", '"go"'), ("complexity", "99"))
+
     def test_encoders_do_not_share(self) -> None:
         full = Encoder()
-        for i in range(60):
+        for i in range(MAX_STRINGS + 10):
             full.bucket("t", "team", f"v{i}")
         assert full.bucket("t", "team", "fresh") == OTHER
         assert Encoder().bucket("t", "team", "fresh") == '"fresh"'
@@ -107,7 +147,9 @@ class TestContext:
         assert e.context_items("t", {}) == ()
         items = e.context_items("t", {"complexity": 7, "lang": "go", "tags": ["a"],
                                       "ratio": math.nan, "ok": True, 3: None})
-        assert items == (("complexity", "7"), ("lang", '"go"'), ("ok", "true"), ("3", "null"))
+        assert singles(items) == (
+            ("complexity", "7"), ("lang", '"go"'), ("ok", "true"), ("3", "null"))
+        assert len(items) == 4 + 6  # and the six pairs of the four
 
     def test_encode_plain(self) -> None:
         e = Encoder()
@@ -116,7 +158,7 @@ class TestContext:
         text, coerced, items = e.encode_context("t", {"complexity": 7, "lang": "go"})
         assert json.loads(text or "") == {"complexity": 7, "lang": "go"}
         assert not coerced
-        assert items == (("complexity", "7"), ("lang", '"go"'))
+        assert items == (("complexity", "7"), ("lang", '"go"'), ("complexity\x1flang", '[7,"go"]'))
 
     def test_equal_values_of_other_types_encode_apart(self) -> None:
         """1, 1.0 and True hash alike; the cache must not hand one the other's text."""
