@@ -301,25 +301,29 @@ class TestAdmission:
             counts = await kit.analytics.get_outcome_counts(days=1)
             assert counts["skipped"] == 1 and counts["success"] == 0
 
-    async def test_exploration_fraction(self, tmp_path: Path) -> None:
-        """About `explore` of refused work is admitted, marked with that probability."""
+    async def test_exploration_mostly_next_to_the_threshold(self, tmp_path: Path) -> None:
+        """`explore` of the band next to the limit is explored, 4x less per band further out;
+        explored work is marked with the probability it was explored with."""
         p = config(tmp_path, BASE_CONFIG.replace("confidence_threshold = 0.7",
                                                  "confidence_threshold = 0.7\nexplore = 0.2"))
         async with learnkit.open(p, clock=Clock(), random=random.Random(1)) as kit:
-            explored = 0
-            for _ in range(1000):
-                a = kit.admit("x", complexity=11)
-                if a:
-                    assert a.explored and a.probability == 0.2
-                    explored += 1
-                    async with learnkit.track("x", complexity=11):
-                        pass
+            explored = {9: 0, 10: 0, 11: 0}
+            for _ in range(2000):
+                for cx in explored:
+                    a = kit.admit("x", complexity=cx)
+                    if a:
+                        assert a.explored and a.probability == 0.2 / 4 ** (cx - 9)
+                        explored[cx] += 1
+                        async with learnkit.track("x", complexity=cx):
+                            pass
             await kit.flush()
-            assert 150 <= explored <= 250
-            marked = rows(kit.database.path, "admission = 0.2")
-            assert len(marked) == explored
+            assert 340 <= explored[9] <= 460  # 0.2 of 2000
+            assert 70 <= explored[10] <= 130  # 0.05
+            assert 10 <= explored[11] <= 40  # 0.0125
+            assert len(rows(kit.database.path, "admission = 0.2")) == explored[9]
+            assert len(rows(kit.database.path, "admission = 0.05")) == explored[10]
             skipped = rows(kit.database.path, "outcome = 'skipped'")
-            assert len(skipped) == 1000 - explored
+            assert len(skipped) == 6000 - sum(explored.values())
 
 
 class TestLive:
