@@ -19,6 +19,9 @@ __all__ = ["Advisor"]
 #: The learning loop looks every day at overlapping windows, so this is strict: on
 #: pure noise a daily look passes about once in a thousand.
 RELATED_P = 0.001
+#: ... unless the band's own evidence alone is this strong (its anytime-valid
+#: p-value ``1/M``): a world where everything now succeeds has no trend left.
+STRONG_P = 0.01
 
 
 class Advisor:
@@ -82,8 +85,9 @@ class Advisor:
         the band just inside the limit is below break-even; raise when the
         *explored* band just outside is above it. Either needs ``min_samples``
         outcomes in the band, and the attribute must predict failure in the
-        threshold's direction over the whole window (:data:`RELATED_P`):
-        a threshold on an attribute unrelated to failure never moves.
+        threshold's direction over the whole window (:data:`RELATED_P`), or the
+        band's own evidence must be strong (:data:`STRONG_P`): a threshold on an
+        attribute unrelated to failure moves only on overwhelming evidence.
         """
         from .statistics import sequential_evidence
 
@@ -95,8 +99,9 @@ class Advisor:
         for name, ts in scans.items():
             th = self.thresholds[name]
             bands = ts.bands
-            if bands is None or self._related(th, bands.values) > RELATED_P:
+            if bands is None:
                 continue
+            related = self._related(th, bands.values) <= RELATED_P
             values = bands.values
             lo = -math.inf if th.min is None else th.min
             hi = math.inf if th.max is None else th.max
@@ -109,7 +114,7 @@ class Advisor:
             if bs + bf >= ms and lo <= tighter <= hi:
                 m = sequential_evidence(bs, bf, breakeven, "below")
                 conf = 1 - 1 / m
-                if conf >= cfg.confidence_threshold:
+                if conf >= cfg.confidence_threshold and (related or 1 / m <= STRONG_P):
                     recs.append(self._threshold_rec(
                         name, th, tighter, conf, values, band, bands.kept, bs, bf, True,
                         min(1.0, 1 / m)))
@@ -121,7 +126,7 @@ class Advisor:
             if xs + xf >= ms and lo <= looser <= hi:
                 m = sequential_evidence(xs, xf, breakeven, "above")
                 conf = 1 - 1 / m
-                if conf >= cfg.confidence_threshold:
+                if conf >= cfg.confidence_threshold and (related or 1 / m <= STRONG_P):
                     recs.append(self._threshold_rec(
                         name, th, looser, conf, values, above, bands.kept + bands.band,
                         xs, xf, False, min(1.0, 1 / m)))
