@@ -27,6 +27,9 @@ class Database:
         self.recorder = recorder
         #: The configuration in force, reloaded when learnkit.toml changes.
         self.live = live
+        #: Exploration of the band next to each threshold, set by the learning loop:
+        #: name -> (the threshold value it was computed for, probability).
+        self.exploration: dict[str, tuple[float, float]] = {}
 
     @property
     def config(self) -> Config:

@@ -269,8 +269,9 @@ class Kit:
 
         Checks every threshold that gates one of ``attrs`` (and ``op_type``,
         if the threshold names one). Refused work is recorded as ``skipped``;
-        a fraction ``explore`` of it is admitted anyway and the next
-        operation of ``op_type`` in this task is marked as explored::
+        some of it is admitted anyway to explore (mostly the band next to
+        the threshold; see docs/thresholds.md) and the next operation of
+        ``op_type`` in this task is marked as explored::
 
             if kit.admit("process_issue", complexity=issue.complexity):
                 await process_issue(issue)
@@ -287,7 +288,8 @@ class Kit:
             self.record(op_type, outcome="skipped", started_at=self._clock(), context=attrs,
                         error_type="Refused", error_message=why)
 
-        return admit(self.config, op_type, attrs, self._random, refuse)
+        return admit(self.config, op_type, attrs, self._random, refuse,
+                     self.database.exploration)
 
     async def learn_once(self) -> LearningReport:
         """One turn of the learning loop now: analyse, judge earlier changes, apply."""

@@ -9,10 +9,19 @@ from typing import Any
 from .._config import ThresholdConfig
 from .._views.format import hours_span, percent, signed, value_text
 from .patterns import ErrorCluster, FailurePattern, Recommendation
-from .scan import Scan, ScanResult, Table, Test, ThresholdScan, _p_below
+from .scan import Scan, ScanResult, ThresholdScan
 from .statistics import wilson_interval
 
 __all__ = ["Advisor"]
+
+#: Most a threshold's attribute may look unrelated to failure (p-value of the best
+#: cut, in the threshold's direction, over the window) for the threshold to move.
+#: The learning loop looks every day at overlapping windows, so this is strict: on
+#: pure noise a daily look passes about once in a thousand.
+RELATED_P = 0.001
+#: ... unless the band's own evidence alone is this strong (its anytime-valid
+#: p-value ``1/M``): a world where everything now succeeds has no trend left.
+STRONG_P = 0.01
 
 
 class Advisor:
@@ -67,22 +76,33 @@ class Advisor:
     def _threshold_recommendations(
         self, scans: dict[str, ThresholdScan]
     ) -> list[Recommendation]:
-        """DESIGN's break-even rule, one step at a time, within [min, max]."""
+        """DESIGN's break-even rule, one step at a time, within [min, max].
+
+        Each band is judged on its own outcomes in the window, with no prior
+        borrowed from the overall rate: a mixture sequential probability ratio
+        test against break-even (:func:`sequential_evidence`), so confidence
+        ``1 - 1/M`` is what a test valid at any stopping time allows. Lower when
+        the band just inside the limit is below break-even; raise when the
+        *explored* band just outside is above it. Either needs ``min_samples``
+        outcomes in the band, and the attribute must predict failure in the
+        threshold's direction over the whole window (:data:`RELATED_P`), or the
+        band's own evidence must be strong (:data:`STRONG_P`): a threshold on an
+        attribute unrelated to failure moves only on overwhelming evidence.
+        """
+        from .statistics import sequential_evidence
+
         cfg = self.settings
         c = cfg.failure_cost
         breakeven = c / (1 + c)
-        m = float(cfg.min_samples)
+        ms = cfg.min_samples
         recs: list[Recommendation] = []
         for name, ts in scans.items():
             th = self.thresholds[name]
-            test, bands = ts.test, ts.bands
+            bands = ts.bands
             if bands is None:
                 continue
+            related = self._related(th, bands.values) <= RELATED_P
             values = bands.values
-            s_all = sum(v[0] for v in values.values())
-            f_all = sum(v[1] for v in values.values())
-            base = (s_all + 0.5) / (s_all + f_all + 1)
-            a0, b0 = m * base, m * (1 - base)
             lo = -math.inf if th.min is None else th.min
             hi = math.inf if th.max is None else th.max
             direction = -1 if th.limit == "max" else 1
@@ -91,33 +111,49 @@ class Advisor:
             bs = sum(values[v][0] for v in band)
             bf = sum(values[v][1] for v in band)
             tighter = th.value + direction * th.step
-            if (test is not None and bs + bf >= cfg.min_samples and lo <= tighter <= hi
-                    and test.q <= cfg.fdr):
-                kept = bands.kept
-                kf = sum(values[v][1] for v in kept)
-                kn = sum(values[v][0] + values[v][1] for v in kept)
-                real = self.scan.confidence_effect(Table(bf, bs + bf, kf, kn))
-                conf = _p_below(a0 + bs, b0 + bf, breakeven) * real
-                if conf >= cfg.confidence_threshold:
+            if bs + bf >= ms and lo <= tighter <= hi:
+                m = sequential_evidence(bs, bf, breakeven, "below")
+                conf = 1 - 1 / m
+                if conf >= cfg.confidence_threshold and (related or 1 / m <= STRONG_P):
                     recs.append(self._threshold_rec(
-                        name, th, tighter, conf, values, band, bands.kept, bs, bf, True, test))
+                        name, th, tighter, conf, values, band, bands.kept, bs, bf, True,
+                        min(1.0, 1 / m)))
             # Loosen: exploration shows the band just outside is worth attempting.
             above = bands.above
             xs = sum(values[v][3] for v in above)
             xf = sum(values[v][4] for v in above)
             looser = th.value - direction * th.step
-            if xs + xf >= cfg.min_samples and lo <= looser <= hi:
-                conf = 1 - _p_below(a0 + xs, b0 + xf, breakeven)
-                if conf >= cfg.confidence_threshold:
+            if xs + xf >= ms and lo <= looser <= hi:
+                m = sequential_evidence(xs, xf, breakeven, "above")
+                conf = 1 - 1 / m
+                if conf >= cfg.confidence_threshold and (related or 1 / m <= STRONG_P):
                     recs.append(self._threshold_rec(
                         name, th, looser, conf, values, above, bands.kept + bands.band,
-                        xs, xf, False, None))
+                        xs, xf, False, min(1.0, 1 / m)))
         return recs
+
+    def _related(self, th: ThresholdConfig, values: dict[Any, list[int]]) -> float:
+        """P-value that failure rises across the threshold's attribute, in its direction.
+
+        The best cut of the attribute's values (all outcomes, explored included),
+        corrected for the choice of cut; 1.0 when the best cut points the other
+        way. Any cut counts, however few outcomes lie beyond it: bands far from
+        the limit are seen only through a little exploration.
+        """
+        from .statistics import max_cut
+
+        order = sorted(values)
+        best = max_cut([values[v][1] for v in order], [values[v][0] for v in order], 1)
+        if best is None:
+            return 1.0
+        _, z, p = best
+        worse_above = z > 0
+        return p if worse_above == (th.limit == "max") else 1.0
 
     def _threshold_rec(
         self, name: str, th: ThresholdConfig, new: float, conf: float,
         values: dict[Any, list[int]], band: list[Any], rest: list[Any],
-        s: int, f: int, tighten: bool, test: Test | None,
+        s: int, f: int, tighten: bool, p_value: float | None,
     ) -> Recommendation:
         verb = "lower" if new < th.value else "raise"
         c = self.settings.failure_cost
@@ -140,11 +176,11 @@ class Advisor:
             failure_rate_in=f / (s + f), failure_rate_out=rf / rn if rn else None,
             lift=(f / (s + f)) / (rf / rn) if rn and rf else None,
             share_of_failures=f / (f + rf) if f + rf else None,
-            confidence=conf, q_value=None if test is None else test.q,
+            confidence=conf, q_value=None,
             prevalence=(s + f) / (s + f + rn) if s + f + rn else None,
             interval_in=wilson_interval(f, s + f),
             interval_out=wilson_interval(rf, rn) if rn else None,
-            p_value=None if test is None else test.p,
+            p_value=p_value,
         )
         expected = self._expected(th, values, new)
         if tighten:

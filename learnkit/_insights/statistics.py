@@ -27,8 +27,14 @@ __all__ = [
     "max_cut",
     "normal_cdf",
     "prob_greater",
+    "prob_above",
+    "sequential_evidence",
     "wilson_interval",
 ]
+
+#: Alternatives of the mixture in :func:`sequential_evidence`: how far from
+#: break-even towards 0 (below) or 1 (above), as shares of that distance.
+MIXTURE = (0.1, 0.2, 0.35, 0.5, 0.7)
 
 Z95 = 1.959963984540054
 
@@ -320,3 +326,32 @@ def binomial_sf(k: int, n: int, p: float) -> float:
 def normal_cdf(z: float) -> float:
     """P(Z < z) for a standard normal Z."""
     return 0.5 * math.erfc(-z / math.sqrt(2.0))
+
+
+def sequential_evidence(successes: int, failures: int, breakeven: float, side: str) -> float:
+    """Mixture likelihood ratio that a band's success rate lies on ``side`` of break-even.
+
+    ``side`` is ``"below"`` (H0: p >= breakeven) or ``"above"`` (H0: p <= breakeven).
+    The alternative is an equal mixture of the rates ``breakeven -/+ x * distance``
+    for x in :data:`MIXTURE` (distance: from break-even to 0 or to 1). For every
+    rate in H0 the ratio is a non-negative supermartingale in the outcomes, so by
+    Ville's inequality P(it ever reaches 1/alpha) <= alpha: looking after every
+    outcome, or every day, does not inflate the error (a mixture sequential
+    probability ratio test). ``1 / ratio`` is a p-value valid at any stopping time.
+    Outcomes only; no prior centred on any other rate.
+    """
+    b = breakeven
+    if not 0.0 < b < 1.0:
+        raise ValueError(f"break-even must lie in (0, 1), got {b}")
+    terms = []
+    for x in MIXTURE:
+        p = b - x * b if side == "below" else b + x * (1 - b)
+        terms.append(successes * math.log(p / b) + failures * math.log((1 - p) / (1 - b)))
+    top = max(terms)
+    log_m = top + math.log(sum(math.exp(t - top) for t in terms) / len(terms))
+    return math.exp(min(log_m, 700.0))
+
+
+def prob_above(successes: int, failures: int, breakeven: float) -> float:
+    """P(p > breakeven) for p ~ Beta(1 + successes, 1 + failures): a uniform prior."""
+    return 1.0 - beta_cdf(breakeven, 1 + successes, 1 + failures)

@@ -2,17 +2,20 @@
 
 ``kit.admit(op_type, complexity=9)`` checks every threshold that gates one
 of the given attributes (and the operation type, if the threshold names
-one). Refused work is recorded as ``skipped``. A fraction ``explore`` of
-refused work is admitted anyway; the next operation of that type started in
-the same task is marked with that probability, so analysis can tell
-explored outcomes apart and a threshold set too low can rise again.
+one). Refused work is recorded as ``skipped``. Some refused work is admitted
+anyway, mostly next to the threshold (:func:`explore_probability`); the next
+operation of that type started in the same task is marked with the
+probability it was explored with, so analysis can tell explored outcomes
+apart and a threshold set too low, or a world that got better, can bring it
+back up.
 """
 
 from __future__ import annotations
 
 import contextvars
+import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -20,9 +23,14 @@ import attrs
 from .._errors import UnknownAttributeError, did_you_mean
 
 if TYPE_CHECKING:
-    from .._config import Config
+    from .._config import Config, ThresholdConfig
 
-__all__ = ["Admission", "admit"]
+__all__ = ["NEAR_CAP", "Admission", "admit", "explore_probability", "steps_beyond"]
+
+#: Most of the band next to a threshold that Thompson sampling may explore.
+NEAR_CAP = 0.5
+#: Each band further out is explored this many times less than the one before.
+FAR_DECAY = 4.0
 
 #: (op_type, probability) waiting for the next operation of that type.
 pending: contextvars.ContextVar[tuple[str, float] | None] = contextvars.ContextVar(
@@ -55,14 +63,44 @@ def _refuses(limit: str, value: float, attr_value: Any) -> bool:
     return bool(attr_value > value) if limit == "max" else bool(attr_value < value)
 
 
+def steps_beyond(th: ThresholdConfig, attr_value: float) -> int:
+    """How many ``step``s beyond the limit a refused value lies (1: the band next to it)."""
+    gap = attr_value - th.value if th.limit == "max" else th.value - attr_value
+    return max(1, math.ceil(gap / th.step - 1e-9))
+
+
+def explore_probability(
+    th: ThresholdConfig, explore: float, steps: int, near: tuple[float, float] | None
+) -> float:
+    """The probability of exploring refused work ``steps`` bands beyond the limit.
+
+    The band next to the limit: the learning loop's Thompson probability ``near``
+    (P(that band succeeds above break-even), from its recent explored outcomes),
+    at most :data:`NEAR_CAP` and at least ``explore``; ``explore`` until the loop
+    has computed one for the value in force. Bands further out: ``explore``,
+    divided by :data:`FAR_DECAY` per step. ``explore = 0`` turns it all off.
+    """
+    if explore <= 0:
+        return 0.0
+    if steps > 1:
+        return explore / FAR_DECAY ** (steps - 1)
+    if near is None or near[0] != th.value:
+        return explore
+    return max(explore, min(NEAR_CAP, near[1]))
+
+
 def admit(
     cfg: Config,
     op_type: str,
     attrs_: dict[str, Any],
     rng: random.Random,
     refuse: Callable[[str], None],
+    plan: Mapping[str, tuple[float, float]] | None = None,
 ) -> Admission:
     """See :meth:`learnkit.Kit.admit`; ``refuse(why)`` records refused work.
+
+    ``plan``: name -> (threshold value, exploration probability of the band next
+    to it), as the learning loop left it.
 
     Raises:
         UnknownAttributeError: an attribute gates nothing while a gated
@@ -87,7 +125,8 @@ def admit(
             continue
         sign = ">" if th.limit == "max" else "<"
         why = f"{name}: {th.attribute} = {v} {sign} {th.value}"
-        explore = cfg.learning.explore
+        explore = explore_probability(th, cfg.learning.explore, steps_beyond(th, v),
+                                      (plan or {}).get(name))
         if explore > 0 and rng.random() < explore:
             pending.set((op_type, explore))
             return Admission(True, True, explore, name, f"explored ({explore:.0%}); {why}")

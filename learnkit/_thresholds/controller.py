@@ -4,9 +4,14 @@ It moves a threshold only on a recommendation that clears ``min_samples``
 and ``confidence_threshold``, one ``step`` at a time inside ``[min, max]``,
 after a cooldown of ``min_samples`` new outcomes, by rewriting learnkit.toml
 (see :mod:`learnkit._configfile`). Every change is recorded in the store.
-Later it compares utility before and after, and the outcomes of *explored*
-work in the band the change refused; when the change made things worse with
-confidence, it is rolled back.
+Every day it judges the latest change of each threshold on the outcomes of
+the band the change moved, since the change (explored work in a band it
+refused, admitted work in a band it admitted), with a mixture sequential
+probability ratio test against break-even, which stays valid however often it
+is looked at. A change shown to be on the wrong side is rolled back; overall
+utility before and after is reported beside it, never a reason for an undo.
+It also sets how much of the band next to each threshold is explored
+(Thompson sampling on the band's recent explored outcomes).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import attrs
 from .._errors import ConcurrentEditError, LearnkitError, UnknownThresholdError
 from .._insights.patterns import Summary
 from .._model import DAY
+from .admission import steps_beyond
 from .rewrite import rewrite_threshold
 
 if TYPE_CHECKING:
@@ -32,8 +38,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ManualUpdate", "ThresholdChange", "ThresholdController", "Verdict"]
 
-#: Confidence needed to call a change worse from overall utility alone.
-OVERALL_CONFIDENCE = 0.95
 log = logging.getLogger("learnkit")
 
 
@@ -135,6 +139,25 @@ def _change(row: dict[str, Any]) -> ThresholdChange:
         samples=row["samples"], status=row["status"], verdict=row["verdict"],
         verdict_at=row["verdict_at"],
     )
+
+
+def _number(text: str) -> float | None:
+    """A context value from its JSON text, when it is a number."""
+    try:
+        v = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v)
+
+
+def _refused(th: ThresholdConfig, value: float) -> bool:
+    return value > th.value if th.limit == "max" else value < th.value
+
+
+def _signed(u: float | None) -> str:
+    return "n/a" if u is None else f"{u:+.2f}"
 
 
 def _utility(s: int, f: int, k: int, cost: float) -> tuple[float | None, float, int]:
@@ -439,15 +462,20 @@ class ThresholdController:
     # -- measuring ----------------------------------------------------------------
 
     async def evaluate(self, *, auto_rollback: bool = True) -> list[Verdict]:
-        """Measure the latest change of each threshold; roll back what made things worse.
+        """Judge the latest change of each threshold; roll back what was shown wrong.
 
-        Needs ``min_samples`` outcomes since the change (else ``pending``).
-        A change is *worse* when the band it refused succeeds above break-even
-        when explored (for a raise: the band it admitted fails below
-        break-even), with probability at least ``confidence_threshold``; or
-        when utility per offered operation fell with probability at least
-        0.95 (overall utility also moves with the mix of work, so it needs
-        the stronger evidence).
+        Needs ``min_samples`` outcomes since the change (else ``pending``) and
+        ``min_samples`` in the band the change moved (else ``inconclusive``).
+        The band's outcomes since the change form one growing stream, judged
+        by a mixture sequential probability ratio test against break-even
+        (:func:`~learnkit._insights.statistics.sequential_evidence`): a change
+        is *worse* when the band it refused succeeds above break-even when
+        explored (for a raise: the band it admitted succeeds below), with
+        confidence ``1 - 1/M`` at least ``confidence_threshold``; *improved*
+        when the band is shown on the side the change assumed. Verdicts are
+        not final: the latest change is judged again every time, so a world
+        that changes later is seen. Only *worse* undoes; overall utility
+        before and after is reported, never a reason.
         """
         db = self._db
         cfg = db.config
@@ -455,13 +483,13 @@ class ThresholdController:
         for name, th in cfg.thresholds.items():
             changes = [c for c in await self.history(name)
                        if c.status == "applied" and c.kind in ("lower", "raise")]
-            if not changes or changes[-1].verdict in ("improved", "worse"):
+            if not changes:
                 continue
             last = changes[-1]
             if th.value != last.new_value:
                 continue  # edited since: not ours to judge
             v = await self._measure(cfg, th, last)
-            if v.verdict != "pending":
+            if v.verdict != "pending" and v.verdict != last.verdict:
                 await db.store.update_change(last.id, verdict=v.verdict, verdict_at=db.now())
             if v.verdict == "worse" and auto_rollback:
                 try:
@@ -473,7 +501,7 @@ class ThresholdController:
         return verdicts
 
     async def _measure(self, cfg: Config, th: ThresholdConfig, c: ThresholdChange) -> Verdict:
-        from .._insights.statistics import beta_cdf, normal_cdf
+        from .._insights.statistics import sequential_evidence
 
         db = self._db
         lc = cfg.learning
@@ -484,48 +512,84 @@ class ThresholdController:
         before = await self._outcomes(th, c.at - span, c.at)
         after = await self._outcomes(th, c.at, now)
 
-        def describe(
-            o: dict[str, int],
-        ) -> tuple[dict[str, float | None], tuple[float | None, float, int]]:
+        def describe(o: dict[str, int]) -> dict[str, float | None]:
             s, f, k = o.get("success", 0), o.get("failure", 0), o.get("skipped", 0)
-            u, var, n = _utility(s, f, k, cost)
-            return ({"success_rate": s / (s + f) if s + f else None,
-                     "coverage": (s + f) / n if n else None, "utility": u, "n": float(n)},
-                    (u, var, n))
+            u, _, n = _utility(s, f, k, cost)
+            return {"success_rate": s / (s + f) if s + f else None,
+                    "coverage": (s + f) / n if n else None, "utility": u, "n": float(n)}
 
-        (b, (ub, vb, nb)), (a, (ua, va, na)) = describe(before), describe(after)
+        b, a = describe(before), describe(after)
+        overall = (f"; overall utility per offered {_signed(b['utility'])} before, "
+                   f"{_signed(a['utility'])} since (reported only: the mix of work moves it)")
         band = await self._band(th, c, c.at, now)
         n_after = after.get("success", 0) + after.get("failure", 0)
         if n_after < lc.min_samples:
             return Verdict(c, "pending", 0.0, b, a, band,
                            f"{n_after} of {lc.min_samples} outcomes since the change")
-        p_worse = p_better = 0.0
-        if ub is not None and ua is not None and nb >= lc.min_samples:
-            se = math.sqrt(vb / nb + va / na) or 1e-12
-            p_worse = normal_cdf((ub - ua) / se)
-            p_better = 1 - p_worse
-        band_worse = 0.0
-        if band["n"] >= lc.min_samples:
-            s, f = band["successes"], band["failures"]
-            below = beta_cdf(breakeven, 0.5 + s, 0.5 + f)
-            band_worse = 1 - below if c.kind == "lower" else below
+        what = "explored" if c.kind == "lower" else "admitted"
+        where = f"{what} work with {th.attribute} in {band['values'] or 'the band'}"
+        if band["n"] < lc.min_samples:
+            return Verdict(c, "inconclusive", 0.0, b, a, band,
+                           f"{band['n']} of {lc.min_samples} outcomes of {where} since the "
+                           f"change{overall}")
+        s, f = band["successes"], band["failures"]
+        m_above = sequential_evidence(s, f, breakeven, "above")
+        m_below = sequential_evidence(s, f, breakeven, "below")
+        # A lowering assumed the band below break-even; a raise, above.
+        m_worse, m_better = (m_above, m_below) if c.kind == "lower" else (m_below, m_above)
+        worse, better = 1 - 1 / m_worse, 1 - 1 / m_better
+        rate = f"succeeds {band['success_rate']:.0%} (n={band['n']})"
         conf = lc.confidence_threshold
-        if band_worse >= conf:
-            what = "explored" if c.kind == "lower" else "admitted"
-            reason = (f"{what} work with {th.attribute} in {band['values']} succeeds "
-                      f"{band['success_rate']:.0%} (n={band['n']}), "
-                      f"{'above' if c.kind == 'lower' else 'below'} break-even {breakeven:.0%}")
-            return Verdict(c, "worse", band_worse, b, a, band, reason)
-        # Overall utility also moves with the mix of work offered, so an undo
-        # on it alone needs stronger evidence than the band's own outcomes.
-        if p_worse >= max(conf, OVERALL_CONFIDENCE):
-            return Verdict(c, "worse", p_worse, b, a, band,
-                           f"utility per offered operation fell from {ub:+.2f} to {ua:+.2f}")
-        if p_better >= conf:
-            return Verdict(c, "improved", p_better, b, a, band,
-                           f"utility per offered operation rose from {ub:+.2f} to {ua:+.2f}")
-        return Verdict(c, "inconclusive", max(p_worse, p_better), b, a, band,
-                       "no clear difference yet" if ub is not None else "no data before")
+        if worse >= conf:
+            side = "above" if c.kind == "lower" else "below"
+            return Verdict(c, "worse", worse, b, a, band,
+                           f"{where} {rate} since the change, {side} break-even "
+                           f"{breakeven:.0%}{overall}")
+        if better >= conf:
+            side = "below" if c.kind == "lower" else "above"
+            return Verdict(c, "improved", better, b, a, band,
+                           f"{where} {rate} since the change, {side} break-even "
+                           f"{breakeven:.0%}{overall}")
+        return Verdict(c, "inconclusive", max(worse, better, 0.0), b, a, band,
+                       f"{where} {rate} since the change: not clearly on either side of "
+                       f"break-even {breakeven:.0%}{overall}")
+
+    # -- exploring ----------------------------------------------------------------
+
+    async def plan_exploration(self) -> dict[str, tuple[float, float]]:
+        """Set how much of the band next to each threshold ``kit.admit`` explores.
+
+        Thompson sampling, one band at a time: explore with the probability
+        that the band succeeds above break-even, given its explored outcomes
+        in the last ``window_days`` (older evidence is forgotten) and a
+        uniform prior (no borrowing from other bands); admission bounds it by
+        ``explore`` below and :data:`~learnkit._thresholds.admission.NEAR_CAP`
+        above. Returns and installs name -> (value in force, probability).
+        """
+        from .._insights.statistics import prob_above
+
+        db = self._db
+        cfg = db.config
+        lc = cfg.learning
+        breakeven = lc.failure_cost / (1 + lc.failure_cost)
+        now = db.now()
+        plan: dict[str, tuple[float, float]] = {}
+        for name, th in cfg.thresholds.items():
+            counts = await db.store.context_counts(
+                now - lc.window_days * DAY, now, th.attribute, th.op_type or None)
+            s = f = 0
+            for (v, o, x), n in counts.items():
+                val = _number(v)
+                if not x or val is None or not _refused(th, val) or \
+                        steps_beyond(th, val) != 1:
+                    continue
+                if o == "success":
+                    s += n
+                elif o == "failure":
+                    f += n
+            plan[name] = (float(th.value), prob_above(s, f, breakeven))
+        db.exploration = plan
+        return plan
 
     async def _band(
         self, th: ThresholdConfig, c: ThresholdChange, start: float, end: float
@@ -539,9 +603,8 @@ class ThresholdController:
         s = f = 0
         values = set()
         for (v, o, x), n in counts.items():
-            try:
-                val = float(json.loads(v))
-            except (ValueError, TypeError):
+            val = _number(v)
+            if val is None:
                 continue
             # For a max-limit lowered from 8 to 7 the band is (7, 8]; raised, the same.
             inside = lo < val <= hi if th.limit == "max" else lo <= val < hi

@@ -56,6 +56,7 @@ class LearningLoop:
         summary = await self._insights.generate_summary(days=lc.window_days)
         verdicts = await self._controller.evaluate()
         applied = await self._controller.apply(summary) if lc.auto_apply else []
+        await self._controller.plan_exploration()
         for v in verdicts:
             if v.verdict != "pending":
                 log.info("learnkit: %s %s -> %s: %s (%s)%s", v.change.name, v.change.old_value,

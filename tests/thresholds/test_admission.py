@@ -19,10 +19,11 @@ class TestExplorationMark:
     async def test_kit_record_takes_the_mark_admit_left(self, tmp_path: Path) -> None:
         """Work admitted to explore and written with kit.record carries the mark."""
         async with learnkit.open(explore_everything(tmp_path), random=random.Random(1)) as kit:
-            admission = kit.admit("process_issue", complexity=11)
+            # complexity 9: the band next to max_complexity = 8, explored at `explore`.
+            admission = kit.admit("process_issue", complexity=9)
             assert admission and admission.explored
             kit.record("process_issue", outcome="failure", started_at=kit.now(),
-                       context={"complexity": 11})
+                       context={"complexity": 9})
             kit.record("process_issue", outcome="success", started_at=kit.now(),
                        context={"complexity": 3})
         stored = rows(tmp_path / "learnkit.db")

@@ -306,6 +306,139 @@ class TestMeasure:
             assert (await kit.controller.history())[0].verdict is None
 
 
+async def simulate_days(
+    kit: learnkit.Kit, clock: Clock, days: int, per_day: int, cx_range: tuple[int, int],
+    p_success: dict[int, float], r: random.Random, *, learn: bool = True,
+) -> list[learnkit.LearningReport]:
+    """``days`` of offered work through kit.admit and track, learn_once after each day."""
+    reports = []
+    for _ in range(days):
+        for _ in range(per_day):
+            clock.advance(DAY / per_day)
+            cx = r.randint(*cx_range)
+            if kit.admit("x", complexity=cx):
+                async with learnkit.track("x", complexity=cx) as op:
+                    if r.random() >= p_success[cx]:
+                        op.fail("TestFailure", "x")
+        await kit.flush()
+        if learn:
+            reports.append(await kit.learn_once())
+    return reports
+
+
+class TestChangingWorlds:
+    """Worlds that change under the controller; each of these failed on the old rules."""
+
+    async def test_no_undo_on_overall_utility_when_the_mix_shifts(self, tmp_path: Path) -> None:
+        """A correct lowering stays when more hard work is offered afterwards.
+
+        Utility per offered operation falls because the refused band is now most
+        of the work offered; nothing says the refused band is worth attempting.
+        The old rule rolled this back on overall utility alone.
+        """
+        p = config(tmp_path, BASE_CONFIG.replace(
+            "confidence_threshold = 0.7", "confidence_threshold = 0.7\nexplore = 0.0"))
+        clock = Clock()
+        async with learnkit.open(p, clock=clock, random=random.Random(3)) as kit:
+            band_data(kit)
+            await kit.flush()
+            report = await kit.learn_once()
+            assert [(c.old_value, c.new_value) for c in report.applied] == [(8, 7)]
+            r = random.Random(8)
+            for _ in range(400):  # two days; 70% of the work offered is complexity 8
+                clock.advance(400)
+                cx = 8 if r.random() < 0.7 else r.randint(1, 7)
+                if kit.admit("x", complexity=cx):
+                    async with learnkit.track("x", complexity=cx) as op:
+                        if r.random() < 0.08:
+                            op.fail("TestFailure", "x")
+            await kit.flush()
+            (v,) = await kit.controller.evaluate()
+            assert v.after["utility"] is not None and v.before["utility"] is not None
+            assert v.after["utility"] < v.before["utility"] - 0.2  # overall utility fell
+            assert v.verdict == "inconclusive" and not v.rolled_back
+            assert kit.thresholds["max_complexity"] == 7
+
+    async def test_no_raise_on_explored_band_below_breakeven(self, tmp_path: Path) -> None:
+        """4 of 10 explored successes, everything else succeeding: not a reason to raise.
+
+        The old rule's prior of min_samples pseudo-observations at the overall
+        rate (~0.9) turned 4 in 10 into confidence ~0.9 of being above 50%.
+        """
+        text = BASE_CONFIG.replace("value = 8", "value = 6").replace(
+            "confidence_threshold = 0.7", "confidence_threshold = 0.7\nexplore = 0.999")
+        p = config(tmp_path, text)
+        clock = Clock(T0 - 3 * DAY)
+        r = random.Random(6)
+        async with learnkit.open(p, clock=clock, random=random.Random(1)) as kit:
+            outcomes = [True] * 4 + [False] * 6
+            for ok in outcomes:  # explored complexity 7
+                clock.advance(60)
+                assert kit.admit("x", complexity=7).explored
+                async with learnkit.track("x", complexity=7) as op:
+                    if not ok:
+                        op.fail("TestFailure", "x")
+            for _ in range(400):
+                clock.advance(600)
+                cx = r.randint(1, 6)
+                async with learnkit.track("x", complexity=cx) as op:
+                    if r.random() < 0.05:
+                        op.fail("TestFailure", "x")
+            await kit.flush()
+            report = await kit.learn_once()
+            assert not any(c.kind == "raise" for c in report.applied)
+            assert kit.thresholds["max_complexity"] == 6
+
+    async def test_comes_back_up_after_the_world_improves(self, tmp_path: Path) -> None:
+        """Band 7 fails 85% for a week, then succeeds 95%: the threshold rises to 7 soon.
+
+        60 operations a day, explore 0.05. The old flat 5% of refused work gave
+        band 7 under one explored outcome a day; its rule needed 10 in the window.
+        """
+        text = BASE_CONFIG.replace("value = 8", "value = 6").replace(
+            "confidence_threshold = 0.7", "confidence_threshold = 0.7\nexplore = 0.05")
+        p = config(tmp_path, text)
+        clock = Clock(T0 - 7 * DAY)
+        r = random.Random(11)
+        before = {3: 0.97, 4: 0.97, 5: 0.95, 6: 0.9, 7: 0.15, 8: 0.05}
+        after = {**before, 7: 0.95}
+        async with learnkit.open(p, clock=clock, random=random.Random(2)) as kit:
+            await simulate_days(kit, clock, 7, 60, (3, 8), before, r)
+            assert kit.thresholds["max_complexity"] == 6
+            reports = await simulate_days(kit, clock, 9, 60, (3, 8), after, r)
+            raised = [i for i, rep in enumerate(reports)
+                      if any(c.kind == "raise" for c in rep.applied)]
+            assert raised and raised[0] < 9
+            assert kit.thresholds["max_complexity"] == 7
+
+    async def test_improved_is_not_final(self, tmp_path: Path) -> None:
+        """A lowering judged improved is judged again, and undone when the band turns good.
+
+        The old rule never looked at a change again once it was called improved.
+        The stream since the change does not forget, so the undo waits until the
+        good outcomes outweigh the bad ones since the change.
+        """
+        text = BASE_CONFIG.replace("confidence_threshold = 0.7",
+                                   "confidence_threshold = 0.7\nexplore = 0.5")
+        p = config(tmp_path, text)
+        clock = Clock()
+        r = random.Random(12)
+        async with learnkit.open(p, clock=clock, random=random.Random(7)) as kit:
+            band_data(kit)
+            await kit.flush()
+            report = await kit.learn_once()
+            assert [(c.old_value, c.new_value) for c in report.applied] == [(8, 7)]
+            bad = {cx: 0.92 for cx in range(1, 8)} | {8: 0.1}
+            await simulate_days(kit, clock, 3, 100, (1, 8), bad, r, learn=False)
+            (v,) = await kit.controller.evaluate()
+            assert v.verdict == "improved"
+            good = {cx: 0.92 for cx in range(1, 9)}
+            await simulate_days(kit, clock, 8, 100, (1, 8), good, r, learn=False)
+            (v,) = await kit.controller.evaluate()
+            assert (v.verdict, v.rolled_back) == ("worse", True)
+            assert kit.thresholds["max_complexity"] == 8
+
+
 class TestAdmission:
     async def test_refusal_is_skipped_with_context(self, tmp_path: Path) -> None:
         """Work above the threshold is refused and recorded as skipped, with its reason."""
@@ -339,25 +472,29 @@ class TestAdmission:
             assert isinstance(info.value, KeyError)
             assert kit.thresholds.get("max_complexty") is None  # Mapping.get still works
 
-    async def test_exploration_fraction(self, tmp_path: Path) -> None:
-        """About `explore` of refused work is admitted, marked with that probability."""
+    async def test_exploration_mostly_next_to_the_threshold(self, tmp_path: Path) -> None:
+        """`explore` of the band next to the limit is explored, 4x less per band further out;
+        explored work is marked with the probability it was explored with."""
         p = config(tmp_path, BASE_CONFIG.replace("confidence_threshold = 0.7",
                                                  "confidence_threshold = 0.7\nexplore = 0.2"))
         async with learnkit.open(p, clock=Clock(), random=random.Random(1)) as kit:
-            explored = 0
-            for _ in range(1000):
-                a = kit.admit("x", complexity=11)
-                if a:
-                    assert a.explored and a.probability == 0.2
-                    explored += 1
-                    async with learnkit.track("x", complexity=11):
-                        pass
+            explored = {9: 0, 10: 0, 11: 0}
+            for _ in range(2000):
+                for cx in explored:
+                    a = kit.admit("x", complexity=cx)
+                    if a:
+                        assert a.explored and a.probability == 0.2 / 4 ** (cx - 9)
+                        explored[cx] += 1
+                        async with learnkit.track("x", complexity=cx):
+                            pass
             await kit.flush()
-            assert 150 <= explored <= 250
-            marked = rows(kit.database.path, "admission = 0.2")
-            assert len(marked) == explored
+            assert 340 <= explored[9] <= 460  # 0.2 of 2000
+            assert 70 <= explored[10] <= 130  # 0.05
+            assert 10 <= explored[11] <= 40  # 0.0125
+            assert len(rows(kit.database.path, "admission = 0.2")) == explored[9]
+            assert len(rows(kit.database.path, "admission = 0.05")) == explored[10]
             skipped = rows(kit.database.path, "outcome = 'skipped'")
-            assert len(skipped) == 1000 - explored
+            assert len(skipped) == 6000 - sum(explored.values())
 
 
 class TestLive:
