@@ -413,49 +413,61 @@ class Clusterer:
         return _render(t)
 
 
-def _reduce(toks: tuple[str, ...]) -> list[str]:
-    """Words of a token sequence, each run of wordless tokens (variables, delimiters) one ``<*>``."""
-    out: list[str] = []
-    for t in toks:
+def _wordless(tok: str) -> bool:
+    return not _WORD.search(tok.replace(WILD, ""))
+
+
+def _units(tpl: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """A template's tokens, each maximal run of wordless tokens holding a variable one unit."""
+    out: list[tuple[str, ...]] = []
+    run: list[str] = []
+    for t in tpl:
         t = t.strip()
-        if _WORD.search(t.replace(WILD, "")) or (WILD not in t and t not in _DELIMS):
-            out.append(t)
-        elif not out or out[-1] != WILD:
-            out.append(WILD)
+        if _wordless(t):
+            run.append(t)
+            continue
+        if run:
+            out.extend([tuple(run)] if any(WILD in r for r in run) else [(r,) for r in run])
+            run = []
+        out.append((t,))
+    if run:
+        out.extend([tuple(run)] if any(WILD in r for r in run) else [(r,) for r in run])
     return out
 
 
 def _matches(tpl: tuple[str, ...], toks: tuple[str, ...]) -> bool:
     """Is ``toks`` an instance of ``tpl``?
 
-    Compared word by word: a constant matches the same word; a ``<*>`` (with
-    the delimiters around it) stands for at most one word and any variables
-    and delimiters beside it.
+    Words and delimiters of the template match equal tokens. A run of
+    variables and delimiters in the template matches any run of variables
+    and delimiters (or none: an optional variable part), or, token by token,
+    a span of the same length where each ``<*>`` stands for one token.
     """
-    a = _reduce(tpl)
-    b = _reduce(toks)
-    n, m = len(a), len(b)
-    # reach[j]: a[:i] can match b[:j]
-    reach = [True] + [False] * m
-    for i in range(n):
-        nxt = [False] * (m + 1)
-        if a[i] == WILD:
-            for j in range(m):
-                if reach[j]:
-                    words = 0
-                    for k in range(j, m):
-                        if b[k] != WILD:
-                            words += 1
-                            if words > 1:
-                                break
-                        nxt[k + 1] = True
-        else:
-            for j in range(1, m + 1):
-                nxt[j] = reach[j - 1] and b[j - 1] == a[i]
-        reach = nxt
-        if not any(reach):
+    units = _units(tpl)
+    b = [t.strip() for t in toks]
+    m = len(b)
+    free = [_wordless(t) for t in b]
+    reach = {0}
+    for u in units:
+        nxt: set[int] = set()
+        var = len(u) > 1 or WILD in u[0]
+        for j in reach:
+            if not var:
+                if j < m and b[j] == u[0]:
+                    nxt.add(j + 1)
+                continue
+            nxt.add(j)
+            k = j
+            while k < m and free[k]:
+                k += 1
+                nxt.add(k)
+            n = len(u)
+            if j + n <= m and all(x == WILD or x == y for x, y in zip(u, b[j:j + n])):
+                nxt.add(j + n)
+        if not nxt:
             return False
-    return reach[m]
+        reach = nxt
+    return m in reach
 
 
 def grouping_accuracy(predicted: Sequence[str], truth: Sequence[str]) -> float:
