@@ -59,7 +59,6 @@ _TYPED = re.compile(
         # dates and times: ISO, 12:30:45.123, month-name dates
         r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?",
         r"(?<![\w:])\d{1,2}:\d{2}:\d{2}(?:[.,]\d+)?(?![\w:])",
-        r"\b(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\s+\d{1,2}\b",
         r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?![\w.])",  # IPv4
         r"(?<![\w:])(?:[0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}(?![\w:])",  # MAC
         r"(?<![\w:])(?:[0-9a-fA-F]{1,4}:){3,7}[0-9a-fA-F]{1,4}(?![\w:])",  # IPv6
@@ -68,10 +67,16 @@ _TYPED = re.compile(
         r"(?<![\w./])[a-zA-Z]:\\[^\s'\"<>]+",  # Windows path
         r"(?<![\w./<>*])~?/[^\s'\"<>()\[\]{},;=|]+",  # absolute path
         # numbers, not digits at the end of a word (ssh2, storage7)
-        rf"(?<![A-Za-z0-9])[-+]?\d+(?:[.,]\d+)*(?:\s?{_UNITS})?(?![A-Za-z0-9])",
+        rf"(?<![A-Za-z0-9])[-+]?\d+(?:[.,]\d+)*(?:{_UNITS})?(?![A-Za-z0-9])",
     ])
 )
-_SPLIT = re.compile(r"(\s*)([=:,;()\[\]{}\"'|]|[^\s=:,;()\[\]{}\"'|]+)")
+_SPLIT_NOSPACE = re.compile(r"[=:,;()\[\]{}\"'|]|[^=:,;()\[\]{}\"'|]+")
+_UNIT_WORDS = frozenset(
+    "B KB MB GB TB PB KiB MiB GiB TiB kb mb gb bytes byte ms us ns s sec secs second seconds "
+    "min mins minute minutes h hr hrs hour hours day days".split()
+)
+_MONTHS = frozenset("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split())
+_piece_cache: dict[str, tuple[str, ...]] = {}
 _KEY = re.compile(r"\s*(⟦[^⟧]*⟧)")
 _cache: dict[str, tuple[str, ...]] = {}
 _CACHE_MAX = 50_000
@@ -79,6 +84,17 @@ _CACHE_MAX = 50_000
 
 def _is_wild(tok: str) -> bool:
     return tok == WILD or tok == " " + WILD
+
+
+def _split_token(raw: str) -> tuple[str, ...]:
+    """Mask the typed values of one whitespace-free token, then split it at delimiters."""
+    out = _piece_cache.get(raw)
+    if out is None:
+        out = tuple(_SPLIT_NOSPACE.findall(_TYPED.sub(WILD, raw)))
+        if len(_piece_cache) >= _CACHE_MAX:
+            _piece_cache.clear()
+        _piece_cache[raw] = out
+    return out
 
 
 def _tokens(message: str) -> tuple[str, ...]:
@@ -97,15 +113,32 @@ def _tokens(message: str) -> tuple[str, ...]:
     if km:  # a traceback key: one token, never generalised
         toks.append(km.group(1))
         text = text[km.end():]
-    text = _TYPED.sub(WILD, text)
-    prev_wild = False
-    for sp, tok in _SPLIT.findall(text):
-        wild = tok == WILD
-        if wild and prev_wild:
-            continue
-        prev_wild = wild
-        toks.append(" " + tok if sp and toks else tok)
-    out = tuple(toks)
+    prev = ""
+    for raw in text.split():
+        if raw.isalpha():
+            if prev.endswith(WILD) and raw in _UNIT_WORDS:
+                continue  # "785 bytes": the unit belongs to the number
+            if raw in _MONTHS:
+                raw = "\x00" + raw  # a month name starts a date when a day follows
+            pieces: tuple[str, ...] = (raw,)
+        else:
+            pieces = _split_token(raw)
+            if not pieces:
+                continue
+            if pieces[0] == WILD and toks and toks[-1].lstrip().startswith("\x00"):
+                toks.pop()  # "Jun 14": a date
+                prev = WILD if toks and toks[-1].strip() == WILD else ""
+        first = True
+        for piece in pieces:
+            if prev == WILD and piece == WILD:
+                continue
+            if first and prev.endswith(WILD) and piece in _UNIT_WORDS:
+                first = False
+                continue
+            prev = piece
+            toks.append(" " + piece if first and toks else piece)
+            first = False
+    out = tuple(t.replace("\x00", "") for t in toks)
     if len(_cache) >= _CACHE_MAX:
         _cache.clear()
     _cache[message] = out
