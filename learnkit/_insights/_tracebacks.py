@@ -5,7 +5,9 @@ A multi-line traceback or pytest report is reduced to one line,
 raising frame (the last frame shown, by file name and function, not line
 number, so an edit above it does not move the event) form a key that
 clustering never generalises; the first line of the exception message follows,
-with ``repr`` noise masked. ANSI colour codes and per-line log prefixes
+with ``repr`` noise masked: quoted values (in an exception message they are
+``repr`` of values), object addresses, temporary paths, parametrised test ids,
+commit hashes and generated name suffixes. ANSI colour codes and per-line log prefixes
 (timestamps, levels, logger names) are stripped first.
 """
 
@@ -31,6 +33,7 @@ _E_LINE = re.compile(r"^E(?: {2,}|\t)(.*)$")
 _FAILED_LINE = re.compile(r"^(?:FAILED|ERROR) (\S+?)(?:::(\S+))?(?: - (.*))?$")
 # repr noise, masked in the exception message
 _NOISE = [
+    re.compile(r"(?<![\w'\"])'[^'\n]*'(?![\w'])|(?<![\w'\"])\"[^\"\n]*\"(?![\w\"])"),  # reprs
     re.compile(r"<([\w.]+) object at 0x[0-9a-fA-F]+>"),
     re.compile(r"\b0x[0-9a-fA-F]+\b"),
     re.compile(r"(?<![\w/])(?:/private)?/(?:tmp|var/folders|var/tmp)/[^\s'\",)\]}:]*"),
@@ -39,7 +42,7 @@ _NOISE = [
     re.compile(r"(?<=[A-Za-z])[_-](?=[a-z0-9]*\d)[a-z0-9]{5,}(?![\w])"),  # generated suffixes
     re.compile(r"(?<=\btmp)[a-z0-9_]{6,}\b"),
 ]
-_NOISE_REPL = [r"<\1 object at <*>>", WILD, WILD, "[<*>]", WILD, "_<*>", WILD]
+_NOISE_REPL = ["'<*>'", r"<\1 object at <*>>", WILD, WILD, "[<*>]", WILD, "_<*>", WILD]
 
 
 def strip_ansi(text: str) -> str:
