@@ -15,10 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+import learnkit
 import learnkit._insights.clustering as clustering
 from learnkit._insights.clustering import grouping_accuracy
-
-import learnkit
 
 DATASETS = ("HDFS", "OpenSSH", "HealthApp", "Proxifier")
 

@@ -71,11 +71,11 @@ _TYPED = re.compile(
     ])
 )
 _SPLIT_NOSPACE = re.compile(r"[=:,;()\[\]{}\"'|]|[^=:,;()\[\]{}\"'|]+")
-_UNIT_WORDS = frozenset(
+_UNIT_WORDS = frozenset(re.findall(r"\S+", (
     "B KB MB GB TB PB KiB MiB GiB TiB kb mb gb bytes byte ms us ns s sec secs second seconds "
-    "min mins minute minutes h hr hrs hour hours day days".split()
-)
-_MONTHS = frozenset("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split())
+    "min mins minute minutes h hr hrs hour hours day days"
+)))
+_MONTHS = frozenset(re.findall(r"\S+", "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec"))
 _piece_cache: dict[str, tuple[str, ...]] = {}
 _KEY = re.compile(r"\s*(⟦[^⟧]*⟧)")
 _cache: dict[str, tuple[str, ...]] = {}
@@ -104,10 +104,7 @@ def _tokens(message: str) -> tuple[str, ...]:
         return out
     text = message
     report = normalise_report(text) if "\n" in text or text[:6] in ("FAILED", "ERROR ") else None
-    if report is not None:
-        text = report
-    else:
-        text = strip_ansi(text[:_MAX_LEN])
+    text = report if report is not None else strip_ansi(text[:_MAX_LEN])
     toks: list[str] = []
     km = _KEY.match(text)
     if km:  # a traceback key: one token, never generalised
@@ -177,8 +174,8 @@ def _is_variable(counts: Counter[str] | dict[str, int]) -> bool:
     A typed variable (``<*>``) among them makes it one. Two values are read
     as a choice (``ON``/``OFF``): an odd value out then forms its own group
     and leaves the large one whole. With three or more, it is a choice
-    between constants when at least two values each hold a real share (over
-    ``RARE``) of the messages, and a variable when at most one does (a
+    between constants when at least two values each hold a real share (seen
+    more than once, and in over ``RARE`` of the messages), and a variable when at most one does (a
     scatter of rare values, perhaps beside one frequent value: ``root``
     among user names).
     """
@@ -187,7 +184,7 @@ def _is_variable(counts: Counter[str] | dict[str, int]) -> bool:
     d = len(counts)
     if d < 3:
         return False
-    cut = RARE * sum(counts.values())
+    cut = max(1.0, RARE * sum(counts.values()))
     major = sum(1 for c in counts.values() if c > cut)
     return major < 2
 
@@ -495,7 +492,7 @@ def _matches(tpl: tuple[str, ...], toks: tuple[str, ...]) -> bool:
                 k += 1
                 nxt.add(k)
             n = len(u)
-            if j + n <= m and all(x == WILD or x == y for x, y in zip(u, b[j:j + n])):
+            if j + n <= m and all(x in (WILD, y) for x, y in zip(u, b[j:j + n], strict=True)):
                 nxt.add(j + n)
         if not nxt:
             return False
