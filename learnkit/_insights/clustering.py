@@ -40,6 +40,10 @@ __all__ = ["Clusterer", "cluster_messages", "grouping_accuracy", "mask", "signat
 
 WILD = "<*>"
 _MAX_LEN = 2000
+#: Rules the benchmark's ablation and leave-one-dataset-out switch off (keep them True).
+UNITS = True  # a number with its unit of measure is one value
+SKELETON = True  # templates differing only in variables and delimiters are one event
+GENERALISE = True  # a constant where a sibling template has <*> is an instance of it
 #: A value is rare at a position when it holds at most this share of the messages there.
 RARE = 0.1
 
@@ -48,11 +52,13 @@ _UNITS = (
     r"(?:[KMGTP]i?B|[kmgt]b|bytes?|B|[mun]?s|µs|secs?|seconds?|mins?|minutes?|hrs?|hours?"
     r"|days?|%)"
 )
-# Typed values, masked on the whole message before it is split into tokens.
-# Each pattern refuses to start or end inside a word, and none matches text
-# holding "<*>", so masking a signature again changes nothing.
-_TYPED = re.compile(
-    "|".join([
+# Typed values, masked in each whitespace-free piece of a message before it is
+# split at delimiters. Each pattern refuses to start or end inside a word, and
+# none matches text holding "<*>", so masking a signature again changes nothing.
+
+
+def _typed(units: str) -> re.Pattern[str]:
+    return re.compile("|".join([
         r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>()\[\]{}]+",  # URL
         r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b",  # e-mail
         r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b",
@@ -67,9 +73,12 @@ _TYPED = re.compile(
         r"(?<![\w./])[a-zA-Z]:\\[^\s'\"<>]+",  # Windows path
         r"(?<![\w./<>*])~?/[^\s'\"<>()\[\]{},;=|]+",  # absolute path
         # numbers, not digits at the end of a word (ssh2, storage7)
-        rf"(?<![A-Za-z0-9])[-+]?\d+(?:[.,]\d+)*(?:{_UNITS})?(?![A-Za-z0-9])",
-    ])
-)
+        rf"(?<![A-Za-z0-9])[-+]?\d+(?:[.,]\d+)*{units}(?![A-Za-z0-9])",
+    ]))
+
+
+_TYPED = _typed(f"(?:{_UNITS})?")
+_TYPED_NO_UNITS = _typed("")
 _SPLIT_NOSPACE = re.compile(r"[=:,;()\[\]{}\"'|]|[^=:,;()\[\]{}\"'|]+")
 _UNIT_WORDS = frozenset(re.findall(r"\S+", (
     "B KB MB GB TB PB KiB MiB GiB TiB kb mb gb bytes byte ms us ns s sec secs second seconds "
@@ -90,7 +99,8 @@ def _split_token(raw: str) -> tuple[str, ...]:
     """Mask the typed values of one whitespace-free token, then split it at delimiters."""
     out = _piece_cache.get(raw)
     if out is None:
-        out = tuple(_SPLIT_NOSPACE.findall(_TYPED.sub(WILD, raw)))
+        typed = _TYPED if UNITS else _TYPED_NO_UNITS
+        out = tuple(_SPLIT_NOSPACE.findall(typed.sub(WILD, raw)))
         if len(_piece_cache) >= _CACHE_MAX:
             _piece_cache.clear()
         _piece_cache[raw] = out
@@ -113,7 +123,7 @@ def _tokens(message: str) -> tuple[str, ...]:
     prev = ""
     for raw in text.split():
         if raw.isalpha():
-            if prev.endswith(WILD) and raw in _UNIT_WORDS:
+            if UNITS and prev.endswith(WILD) and raw in _UNIT_WORDS:
                 continue  # "785 bytes": the unit belongs to the number
             if raw in _MONTHS:
                 raw = "\x00" + raw  # a month name starts a date when a day follows
@@ -129,7 +139,7 @@ def _tokens(message: str) -> tuple[str, ...]:
         for piece in pieces:
             if prev == WILD and piece == WILD:
                 continue
-            if first and prev.endswith(WILD) and piece in _UNIT_WORDS:
+            if UNITS and first and prev.endswith(WILD) and piece in _UNIT_WORDS:
                 first = False
                 continue
             prev = piece
@@ -297,20 +307,29 @@ def mine(patterns: dict[tuple[str, ...], int]) -> dict[tuple[str, ...], tuple[st
     canon: dict[tuple[str, ...], tuple[str, ...]] = {}
     for tpl in raw.values():
         tpl = _collapse(tpl)
-        sk = _skeleton(tpl)
+        sk = _skeleton(tpl) if SKELETON else tpl
         have = canon.get(sk)
         if have is None or (len(tpl), tpl) > (len(have), have):
             canon[sk] = tpl
-    general = _generalise(list(canon.values()))
-    return {p: general[canon[_skeleton(_collapse(t))]] for p, t in raw.items()}
+    key = _skeleton if SKELETON else (lambda t: t)
+    mass: Counter[tuple[str, ...]] = Counter()
+    for p, t in raw.items():
+        mass[canon[key(_collapse(t))]] += patterns[p]
+    templates = list(canon.values())
+    general = _generalise(templates, mass) if GENERALISE else {t: t for t in templates}
+    return {p: general[canon[key(_collapse(t))]] for p, t in raw.items()}
 
 
-def _generalise(templates: list[tuple[str, ...]]) -> dict[tuple[str, ...], tuple[str, ...]]:
+def _generalise(
+    templates: list[tuple[str, ...]], mass: Counter[tuple[str, ...]]
+) -> dict[tuple[str, ...], tuple[str, ...]]:
     """Map each template to the most specific other template it is an instance of.
 
     A word that is a variable in one template is a variable wherever the
     rest of that template matches: ``for root from <*>`` joins ``for <*>
-    from <*>``. Chains resolve to the most general template.
+    from <*>``, provided the general template holds at least as many
+    messages (a few odd messages never absorb a well-supported constant).
+    Chains resolve to the most general template.
     """
     index: dict[str, list[int]] = {}
     need: list[int] = []
@@ -328,6 +347,8 @@ def _generalise(templates: list[tuple[str, ...]]) -> dict[tuple[str, ...], tuple
         best = -1
         for j, h in hits.items():
             if j == k or h != need[j] or need[j] >= need[k]:
+                continue
+            if mass[templates[j]] < mass[tpl]:
                 continue
             if (best < 0 or need[j] > need[best]) and _matches(templates[j], tpl):
                 best = j
