@@ -299,18 +299,20 @@ class Encoder:
         return text, False, items
 
     def error_signature(self, message: str | None) -> str:
-        """The coarse masked signature of an error message (cached; bounded).
+        """The masked signature of an error message (cached; bounded).
 
-        Coarse: tokens holding digits are variables too (E512, v2, 0day), as in
-        Drain's tree keys, so that the rollups stay small; templates are mined
-        from these signatures when analysing.
+        The same signature that clustering computes, so messages sharing one
+        always share a cluster when templates are mined from the stored
+        signatures at analysis. A traceback is reduced to its exception type,
+        raising frame and message, so its length does not matter; other text is
+        cut at 2,000 characters by ``signature``.
         """
         if not message:
             return ""
         sigs = self._signatures
         sig = sigs.get(message)
         if sig is None:
-            sig = signature(message[:2000], coarse=True)
+            sig = signature(message[:100_000])
             if len(sigs) >= _SIGNATURE_LIMIT:
                 sigs.clear()
             sigs[message] = sig
