@@ -58,6 +58,11 @@ class LearningConfig:
     fdr: float = 0.1
     #: Days of outcomes each analysis of the learning loop looks at.
     window_days: float = 7.0
+    #: The release recorded on every operation ("" = from LEARNKIT_RELEASE or
+    #: OTEL_RESOURCE_ATTRIBUTES' service.version, if set).
+    release: str = ""
+    #: The context attribute the release is recorded under (``commit``, say).
+    release_attribute: str = "release"
 
 
 @attrs.frozen
@@ -310,6 +315,8 @@ def _validate(cfg: Config, report: Any) -> None:
         report("learning.analysis_interval", "must be a positive number of seconds")
     if not lc.window_days > 0:
         report("learning.window_days", "must be a positive number of days")
+    if not lc.release_attribute:
+        report("learning.release_attribute", "must name a context key, such as 'release'")
     sc = cfg.storage
     if not sc.path:
         report("storage.path", "must name a file")
