@@ -340,10 +340,10 @@ def processor(
     (:data:`CANCELLED_TYPES`) is ``cancelled``; else status ERROR is a
     ``failure`` and anything else ``success``. (``start_as_current_span``
     records only ``Exception`` subclasses, so a span it ends by cancellation
-    looks like a success; ``with tracer.start_span(...)`` records them.) The last ``exception`` event
-    gives ``error_type`` (``exception.type``, else the ``error.type``
-    attribute) and ``error_message`` (``exception.message``, else the status
-    description). Times are the span's start and end. The parent is the
+    looks like a success; ``with tracer.start_span(...)`` records them.) The
+    last ``exception`` event gives ``error_type`` (``exception.type``, else
+    the ``error.type`` attribute) and ``error_message`` (``exception.message``,
+    else the status description). Times are the span's start and end. The parent is the
     operation of the nearest counted ancestor span in this process, or, for
     a root span, the learnkit operation running where it started. When the
     kit has no release, the resource's ``service.version`` is recorded as it.

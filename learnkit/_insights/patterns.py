@@ -69,6 +69,11 @@ class FailurePattern:
     interval_out: tuple[float, float] | None = None
     #: The test's p-value before the FDR correction.
     p_value: float | None = None
+    #: Change points and new error clusters: the release they came with (the
+    #: ``learning.release_attribute`` context value), when the data names one.
+    release: str | None = None
+    #: When that release was first seen in the window (start of the hour, Unix time).
+    release_first_seen: float | None = None
 
 
 @attrs.frozen

@@ -94,16 +94,15 @@ async def test_which_spans_count(tmp_path: Path) -> None:
                                                             op_type_attribute="op"))
         jobs = provider.get_tracer("jobs")
         billing = provider.get_tracer("billing")
-        with jobs.start_as_current_span("job.run"):
-            with jobs.start_as_current_span("job.step"):  # not a root span
-                pass
+        with jobs.start_as_current_span("job.run"), jobs.start_as_current_span("job.step"):
+            pass  # job.step is not a root span
         with jobs.start_as_current_span("other"):
             pass
         with billing.start_as_current_span("charge", attributes={"op": "billing.charge"}):
             pass
-        with pytest.raises(asyncio.CancelledError):
-            with jobs.start_span("job.cancelled"):  # records BaseExceptions too
-                raise asyncio.CancelledError
+        # start_span's context manager records BaseExceptions too
+        with pytest.raises(asyncio.CancelledError), jobs.start_span("job.cancelled"):
+            raise asyncio.CancelledError
         assert await kit.flush(timeout=10)
     got = sorted((r["op_type"], r["outcome"], r["error_type"])
                  for r in rows(tmp_path / "learnkit.db"))
@@ -219,8 +218,8 @@ async def test_operations_become_spans_with_the_exception_conventions(tmp_path: 
     assert failed.end_time >= failed.start_time
     ok = spans[("process_issue", "issue-3")]
     assert ok.status.status_code is StatusCode.UNSET and "error.type" not in (ok.attributes or {})
-    child = [s for (name, _), s in spans.items() if name == "run_tests"
-             and (s.attributes or {})["learnkit.outcome"] == "failure"][0]
+    child = next(s for (name, _), s in spans.items() if name == "run_tests"
+             and (s.attributes or {})["learnkit.outcome"] == "failure")
     assert (child.attributes or {})["learnkit.parent_id"] == attrs["learnkit.id"]
 
 
