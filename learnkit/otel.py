@@ -449,11 +449,18 @@ class Emitter:
 
     def _changed(self) -> None:
         try:
-            task = asyncio.get_running_loop().create_task(self.emit_changes())
+            task = asyncio.get_running_loop().create_task(self._emit_changes_quietly())
         except RuntimeError:
             return
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _emit_changes_quietly(self) -> int:
+        try:
+            return await self.emit_changes()
+        except Exception as exc:  # e.g. the kit closed meanwhile: never an unhandled error
+            log.warning("learnkit.otel: threshold changes not sent: %r", exc)
+            return 0
 
     async def emit_changes(self) -> int:
         """Send threshold changes recorded since this emitter was made and not sent yet,
