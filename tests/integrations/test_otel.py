@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -242,3 +244,11 @@ async def test_threshold_changes_and_rollbacks_become_span_events(tmp_path: Path
     assert attrs["learnkit.threshold.name"] == "max_complexity"
     assert (attrs["learnkit.threshold.old_value"], attrs["learnkit.threshold.new_value"]) == (8, 7)
     assert attrs["learnkit.threshold.kind"] == "manual"
+
+
+def test_without_the_sdk_the_import_error_names_the_extra() -> None:
+    code = ("import sys\nsys.modules['opentelemetry'] = None\n"
+            "try:\n    import learnkit.otel\nexcept ImportError as e:\n    print(e)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert "pip install 'learnkit[otel]'" in proc.stdout, proc.stdout + proc.stderr
