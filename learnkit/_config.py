@@ -64,6 +64,11 @@ class LearningConfig:
     #: Views hide patterns below this confidence; between it and
     #: ``confidence_threshold`` they are shown as *suggestive*, above as *strong*.
     display_floor: float = 0.5
+    #: The release recorded on every operation ("" = from LEARNKIT_RELEASE or
+    #: OTEL_RESOURCE_ATTRIBUTES' service.version, if set).
+    release: str = ""
+    #: The context attribute the release is recorded under (``commit``, say).
+    release_attribute: str = "release"
 
 
 @attrs.frozen
@@ -320,6 +325,8 @@ def _validate(cfg: Config, report: Any) -> None:
         report("learning.analysis_interval", "must be a positive number of seconds")
     if not lc.window_days > 0:
         report("learning.window_days", "must be a positive number of days")
+    if not lc.release_attribute:
+        report("learning.release_attribute", "must name a context key, such as 'release'")
     sc = cfg.storage
     if not sc.path:
         report("storage.path", "must name a file")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random as _random
 import time
 import warnings
@@ -47,6 +48,20 @@ __all__ = ["Kit", "Thresholds", "open"]
 log = logging.getLogger("learnkit")
 
 Clock = Callable[[], float]
+
+
+def release_from_environment(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """``LEARNKIT_RELEASE``, and ``service.version`` of ``OTEL_RESOURCE_ATTRIBUTES``
+    (``key=value,...``, values percent-encoded); "" for each that is not set."""
+    from urllib.parse import unquote
+
+    env = os.environ if environ is None else environ
+    otel = ""
+    for pair in env.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+        name, _, value = pair.partition("=")
+        if name.strip() == "service.version":
+            otel = unquote(value.strip())
+    return env.get("LEARNKIT_RELEASE", "").strip(), otel
 
 
 class Thresholds(Mapping[str, int | float]):
@@ -102,8 +117,11 @@ class Kit:
         random: _random.Random | None = None,
         learning_loop: bool | None = None,
         read_only: bool = False,
+        release: str | None = None,
     ) -> None:
         self._live = LiveConfig(config)
+        self._release: str | None = None if release is None else clean_text(release)
+        self._env_release, self._otel_release = release_from_environment()
         self._read_only = read_only
         self._start_loop = config.learning.enabled if learning_loop is None else learning_loop
         self._clock: Clock = clock or time.time
@@ -118,18 +136,20 @@ class Kit:
             batch_size=config.storage.batch_size,
             flush_interval=config.storage.flush_interval,
             max_queue=config.storage.max_queue,
-            scrub=Scrubber(
-                enabled=config.privacy.scrub, patterns=config.privacy.patterns,
-                safe_keys=config.privacy.safe_keys,
-            ).operation,
+            scrub=self._stamp_and_scrub,
         )
+        self._scrub = Scrubber(
+            enabled=config.privacy.scrub, patterns=config.privacy.patterns,
+            safe_keys=config.privacy.safe_keys,
+        ).operation
         self._recorder = Recorder(self._writer, self._clock)
         self.database = Database(self._store, self._recorder, self._live)
         self.tracker = OperationTracker(self.database, log)
         self.analytics = AnalyticsCollector(self.database, log)
         self.insights = InsightsGenerator(self.analytics, log)
+        self._change_listeners: list[Callable[[], None]] = []
         self.controller = ThresholdController(
-            self.database, log, on_change=self.insights.invalidate
+            self.database, log, on_change=self._threshold_changed
         )
         self._learning = LearningLoop(self.database, self.insights, self.controller)
         #: What ``kit.config.update`` calls (bound once: the identity is checked).
@@ -178,6 +198,57 @@ class Kit:
     def now(self) -> float:
         """The kit's clock: Unix seconds, UTC."""
         return self._clock()
+
+    @property
+    def release(self) -> str | None:
+        """The release recorded on every operation, under ``learning.release_attribute``.
+
+        The first that is set: ``kit.release = ...`` (or ``open(release=...)``),
+        the ``LEARNKIT_RELEASE`` environment variable, ``[learning] release``,
+        ``service.version`` in ``OTEL_RESOURCE_ATTRIBUTES``. None when none is.
+        An operation whose context already holds the attribute keeps its own.
+        """
+        if self._release is not None:
+            return self._release or None
+        return (self._env_release or self._live.config.learning.release
+                or self._otel_release or None)
+
+    @release.setter
+    def release(self, value: str | None) -> None:
+        # "" means "no release" even when the environment or config names one.
+        self._release = None if value is None else clean_text(value)
+
+    def on_threshold_change(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` (on the kit's loop) after thresholds changed: applied by the
+        controller, rolled back, or set by hand. Returns a function that unsubscribes;
+        read what changed with ``await kit.controller.history()``."""
+        self._change_listeners.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._change_listeners:
+                self._change_listeners.remove(callback)
+
+        return unsubscribe
+
+    def _threshold_changed(self) -> None:
+        self.insights.invalidate()
+        for callback in list(self._change_listeners):
+            try:
+                callback()
+            except Exception as exc:  # a listener's bug must not undo a change
+                log.error("learnkit: a threshold-change listener failed: %r", exc)
+
+    def _stamp_and_scrub(self, op: Operation) -> None:
+        """The writer's hook before an operation becomes rows: add the release, scrub."""
+        release = self.release
+        if release is not None:
+            attr = self._live.config.learning.release_attribute
+            ctx = op.context
+            if ctx is None:
+                op.context = {attr: release}
+            elif attr not in ctx:
+                ctx[attr] = release
+        self._scrub(op)
 
     @property
     def stats(self) -> WriterStats:
@@ -370,6 +441,7 @@ async def open(
     random: _random.Random | None = None,
     learning_loop: bool | None = None,
     read_only: bool = False,
+    release: str | None = None,
 ) -> AsyncIterator[Kit]:
     """Open learnkit: load the config, open the store, start the writer.
 
@@ -388,6 +460,8 @@ async def open(
             ``learning.enabled`` from the config.
         read_only: only read (reports, dashboards): never migrates or writes,
             works on a read-only file; recording raises ``KitClosedError``.
+        release: the release to record on every operation (see
+            :attr:`Kit.release`); default from the environment or the config.
 
     Raises:
         ConfigError: the config file is missing or invalid.
@@ -395,7 +469,8 @@ async def open(
     """
     path = _env.config_path() if config_path is None else config_path
     kit = Kit(load_config(path), clock=clock, random=random,
-              learning_loop=False if read_only else learning_loop, read_only=read_only)
+              learning_loop=False if read_only else learning_loop, read_only=read_only,
+              release=release)
     await kit._open()
     if kit.disabled and not read_only:  # LEARNKIT_DISABLED: code runs untracked, silently
         log.info("learnkit: LEARNKIT_DISABLED is set; nothing is tracked")

@@ -26,8 +26,10 @@ PACKAGE = ROOT / "learnkit"
 
 KIT = "learnkit._kit"
 #: May import the kit: the public API, the command line and what shows a kit.
-KIT_IMPORTERS = ("learnkit", "learnkit._cli", "learnkit.__main__", "learnkit.demo", "learnkit.testing",
-                 "learnkit._views", "learnkit._views.*")
+KIT_IMPORTERS = ("learnkit", "learnkit._cli", "learnkit.__main__", "learnkit.demo",
+                 "learnkit.testing", "learnkit._views", "learnkit._views.*",
+                 # integrations: public entry points that take or open a kit
+                 "learnkit.otel", "learnkit.pytest_plugin")
 #: The only files that may import a SQLite driver.
 SQLITE_FILES = ("learnkit/_storage/sqlite.py", "learnkit/_storage/schema.py")
 SQLITE_MODULES = ("sqlite3", "aiosqlite")

@@ -21,6 +21,7 @@ from .._errors import UnknownThresholdError
 from .._model import DAY
 from .advice import Advisor
 from .patterns import ErrorCluster, FailurePattern, Recommendation, Summary
+from .releases import attribute_releases
 from .scan import Scan
 
 if TYPE_CHECKING:
@@ -106,6 +107,7 @@ class InsightsGenerator:
         ws = await store.window_stats(start, end)
         prev = await store.window_stats(start - days * DAY, start, context=False)
         summary = self._analyse(ws, prev, days, offset)
+        await attribute_releases(summary, store, self.settings.release_attribute)
         self._cache = (key, summary)
         return summary
 

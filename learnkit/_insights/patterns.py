@@ -83,6 +83,11 @@ class FailurePattern:
     #: True when the effect vanishes or reverses within ``stratified_by``: an
     #: association through that attribute, not a cause; its confidence is lowered.
     confounded: bool | None = None
+    #: Change points and new error clusters: the release they came with (the
+    #: ``learning.release_attribute`` context value), when the data names one.
+    release: str | None = None
+    #: When that release was first seen in the window (start of the hour, Unix time).
+    release_first_seen: float | None = None
 
 
 @attrs.frozen

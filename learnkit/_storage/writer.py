@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import attrs
 
@@ -75,6 +75,9 @@ class Writer:
         self.store = store
         #: Called on every operation before it becomes rows (credential scrubbing).
         self.scrub = scrub
+        #: Called with each batch of completed operations once it is turned into
+        #: rows (ids assigned), on the loop thread; exceptions are logged, never raised.
+        self.observers: list[Callable[[Sequence[Operation]], None]] = []
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.max_queue = max_queue
@@ -134,6 +137,34 @@ class Writer:
         if len(q) >= self.batch_size:
             self.wake()
         return True
+
+    def call_soon(self, callback: Callable[[], None]) -> bool:
+        """Run ``callback`` on the writer's event loop: at once when called there,
+        else as soon as the loop gets to it. Safe from any thread, never blocks;
+        ``callback`` may then :meth:`submit` without racing the writer.
+
+        Returns False, counting one dropped record, when the writer has no loop
+        (not started) or its loop is closed.
+        """
+        if threading.get_ident() == self._loop_thread:
+            callback()
+            return True
+        loop = self._loop
+        if loop is not None and not self.closed:
+            try:
+                loop.call_soon_threadsafe(callback)
+                return True
+            except RuntimeError:  # the loop is closed
+                pass
+        self._refuse_late()
+        return False
+
+    def _observe(self, ops: Sequence[Operation]) -> None:
+        for observer in self.observers:
+            try:
+                observer(ops)
+            except Exception as exc:  # an observer's bug must not stop the writer
+                log.error("learnkit: an operation observer failed: %r", exc)
 
     def _may_exceed(self) -> bool:
         # Another thread can block until there is room; the loop thread cannot.
@@ -313,14 +344,20 @@ class Writer:
                     self.scrub(op)
                 for op in running:
                     self.scrub(op)
-            return [self.store.prepare(batch, running)]
+            prepared = [self.store.prepare(batch, running)]
         except Exception as exc:
             self._fault(exc)
+        else:
+            if self.observers and batch:
+                self._observe(batch)
+            return prepared
         out: list[Batch] = []
         for op in [*batch, *running]:
             try:
                 out.append(self.store.prepare([op], []) if op in batch
                            else self.store.prepare([], [op]))
+                if self.observers and op in batch:
+                    self._observe([op])
             except Exception as exc:
                 self.reject(op, f"{op!r} could not be prepared: {type(exc).__name__}: {exc}")
         return out or [self.store.prepare([], [])]
