@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ._aio import run_shielded
+from ._alerts import Alerts
 from ._analytics import AnalyticsCollector
 from ._config import Config, LiveConfig, ThresholdConfig, load_config
 from ._database import Database
@@ -117,7 +118,11 @@ class Kit:
         self.controller = ThresholdController(
             self.database, log, on_change=self.insights.invalidate
         )
-        self._learning = LearningLoop(self.database, self.insights, self.controller)
+        #: Webhook alerts sent after each analysis of the learning loop (docs/alerts.md).
+        self.alerts = Alerts(lambda: self._live.config.alerts, database=self.database,
+                             history=self.controller.history, source=str(config.path))
+        self._learning = LearningLoop(self.database, self.insights, self.controller,
+                                      on_report=self.alerts.observe)
         #: What ``kit.config.update`` calls (bound once: the identity is checked).
         self._update = self.controller.update
         self.thresholds = Thresholds(self._live)
@@ -317,6 +322,7 @@ class Kit:
             await self._store.aclose()
             return
         try:
+            await self.alerts.aclose(min(timeout, 10.0))
             await self.controller.drain()
             await self._writer.aclose(timeout)
         finally:
