@@ -27,7 +27,9 @@ PACKAGE = ROOT / "learnkit"
 KIT = "learnkit._kit"
 #: May import the kit: the public API, the command line and what shows a kit.
 KIT_IMPORTERS = ("learnkit", "learnkit._cli", "learnkit.__main__", "learnkit.demo",
-                 "learnkit._views", "learnkit._views.*")
+                 "learnkit._views", "learnkit._views.*",
+                 # the MCP server, like the command line, is a front end to an open kit
+                 "learnkit._mcp")
 #: The only files that may import a SQLite driver.
 SQLITE_FILES = ("learnkit/_storage/sqlite.py", "learnkit/_storage/schema.py")
 SQLITE_MODULES = ("sqlite3", "aiosqlite")
