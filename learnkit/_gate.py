@@ -262,8 +262,8 @@ async def _counts(store: Store, opts: GateOptions, now: float) -> tuple[
     b_start, b_end = r_start - opts.baseline, r_start
     sides = []
     for label, start, end in (("recent", r_start, r_end), ("baseline", b_start, b_end)):
-        raw = await store.outcome_counts(start, end, op_type=opts.op_type)
-        c = {o: n for (_, o), n in raw.items()}
+        counts = await store.outcome_counts(start, end, op_type=opts.op_type)
+        c = {o: n for (_, o), n in counts.items()}
         sides.append(Side(label, start, end, c.get("success", 0), c.get("failure", 0)))
     ws_r = await store.window_stats(r_start, r_end, context=False)
     ws_b = await store.window_stats(b_start, b_end, context=False)
