@@ -447,6 +447,10 @@ async def cmd_mcp(args: argparse.Namespace, out: IO[str]) -> int:
     except ImportError as exc:
         raise CliError(f"`learnkit mcp` needs the MCP SDK ({exc.name or exc}): "
                        "pip install 'learnkit[mcp]'", 2) from None
+    cfg = learnkit.load_config(args.config)
+    if not args.allow_apply and not cfg.database_path.exists():
+        raise CliError(f"no database at {cfg.database_path} yet: the read-only server has "
+                       "nothing to read; record some operations first")
     return await serve(args.config, allow_apply=args.allow_apply)
 
 

@@ -238,8 +238,6 @@ def build_server(kit: Kit, *, allow_apply: bool = False) -> Any:
 
 async def serve(config: str, *, allow_apply: bool = False) -> int:
     """Run the server on stdio until the client closes it."""
-    cfg = learnkit.load_config(config)
-    read_only = not allow_apply and cfg.database_path.exists()
-    async with learnkit.open(config, learning_loop=False, read_only=read_only) as kit:
+    async with learnkit.open(config, learning_loop=False, read_only=not allow_apply) as kit:
         await build_server(kit, allow_apply=allow_apply).run_stdio_async()
     return 0

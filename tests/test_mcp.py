@@ -133,3 +133,15 @@ async def test_apply_only_with_the_flag(config: Path) -> None:
     assert "apply_recommendations" in names
     assert [(c["old_value"], c["new_value"]) for c in applied["applied"]] == [(8, 7)]
     assert learnkit.load_config(config).thresholds["max_complexity"].value == 7
+
+
+def test_read_only_server_needs_a_database(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Read-only means it does not even create the database: a clear error instead."""
+    from learnkit._cli import main
+
+    p = tmp_path / "learnkit.toml"
+    p.write_text(BASE_CONFIG)
+    assert main(["--config", str(p), "mcp"]) == 1
+    assert "no database at" in capsys.readouterr().err
+    assert not (tmp_path / "learnkit.db").exists()
