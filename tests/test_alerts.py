@@ -260,3 +260,20 @@ def test_cli_alerts_test(tmp_path: Path, hooks: Hooks, monkeypatch: pytest.Monke
     assert main(["--config", str(p), "alerts", "test", "--target", "nope"], out=out) == 2
     p.write_text(BASE_CONFIG)
     assert main(["--config", str(p), "alerts", "test"], out=out) == 2
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ('[alerts.targets.x]\nurl_env = "A"\nevents = ["nope"]\n',
+     "alerts.targets.x.events: 'nope' is not one of new_cluster"),
+    ('[alerts.targets.x]\nurl_env = "A"\nformat = "xml"\n', "'xml' is not one of 'json', 'slack'"),
+    ('[alerts.targets.x]\nurl_env = "A"\nurll = "x"\n', "unknown key 'urll'; valid keys: url_env"),
+    ("[alerts.targets.x]\n", "set exactly one of url_env"),
+    ('[alerts.targets.x]\nurl = "ftp://host/x"\n', "must be an http:// or https:// URL"),
+    ("[alerts]\nretries = 99\n", "alerts.retries: must lie in [0, 20]"),
+])
+def test_bad_alerts_tables_are_named(tmp_path: Path, table: str, message: str) -> None:
+    p = tmp_path / "learnkit.toml"
+    p.write_text(BASE_CONFIG + "\n" + table)
+    with pytest.raises(learnkit.ConfigError) as info:
+        learnkit.load_config(p)
+    assert message in str(info.value)
