@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -528,6 +529,70 @@ async def cmd_demo(args: argparse.Namespace, out: IO[str]) -> int:
     return 0
 
 
+async def cmd_alerts(args: argparse.Namespace, out: IO[str]) -> int:
+    from ._alerts import Alerts, redact, sample
+
+    cfg = learnkit.load_config(args.config)
+    targets = cfg.alerts.targets
+    if args.target:
+        missing = [t for t in args.target if t not in targets]
+        if missing:
+            raise CliError(f"no target {missing[0]!r} in {cfg.path} (defined: "
+                           f"{', '.join(sorted(targets)) or 'none'})", 2)
+        targets = {t: targets[t] for t in args.target}
+    if not targets:
+        raise CliError(f"no [alerts.targets.NAME] table in {cfg.path}; see docs/alerts.md", 2)
+    ac = attrs.evolve(cfg.alerts, targets=targets, min_interval=0.0)
+    alerts = Alerts(lambda: ac, source=str(cfg.path))
+    alerts.publish([sample()])
+    await alerts.drain()
+    await alerts.aclose(1.0)
+    stats = alerts.stats()
+    failed = 0
+    for name, tc in targets.items():
+        st = stats[name]
+        url = tc.url or os.environ.get(tc.url_env, "")
+        where = redact(url) if url else f"${tc.url_env} (not set)"
+        if st.sent:
+            print(f"{name}: sent ({tc.format}) to {where}", file=out)
+        else:
+            failed += 1
+            print(f"{name}: FAILED ({tc.format}) to {where}: {st.last_error}", file=out)
+    return 1 if failed else 0
+
+
+async def cmd_gate(args: argparse.Namespace, out: IO[str]) -> int:
+    from ._gate import NO_DATA, USAGE, GateError, options, run_gate
+
+    try:
+        opts = options(args)
+        cfg = learnkit.load_config(args.config)
+    except GateError as exc:
+        raise CliError(str(exc), exc.code) from None
+    except LearnkitError as exc:  # a missing or invalid config: a usage error
+        raise CliError(str(exc), USAGE) from None
+    if not cfg.database_path.exists():
+        raise CliError(f"no database at {cfg.database_path}: nothing to judge", NO_DATA)
+    async with _kit(args, need_data=False) as kit:
+        try:
+            return await run_gate(opts, kit.database.store, kit.config, kit.now(), out)
+        except GateError as exc:
+            raise CliError(str(exc), exc.code) from None
+
+
+async def cmd_mcp(args: argparse.Namespace, out: IO[str]) -> int:
+    try:
+        from ._mcp import serve
+    except ImportError as exc:
+        raise CliError(f"`learnkit mcp` needs the MCP SDK ({exc.name or exc}): "
+                       "pip install 'learnkit[mcp]'", 2) from None
+    cfg = learnkit.load_config(args.config)
+    if not args.allow_apply and not cfg.database_path.exists():
+        raise CliError(f"no database at {cfg.database_path} yet: the read-only server has "
+                       "nothing to read; record some operations first")
+    return await serve(args.config, allow_apply=args.allow_apply)
+
+
 # -- the parser -----------------------------------------------------------------------
 
 
@@ -596,6 +661,25 @@ def _parser() -> argparse.ArgumentParser:
                    help="default: from --output's suffix, else JSON Lines")
     s.add_argument("--output", type=Path, metavar="FILE", help="write here (default: stdout)")
     s.set_defaults(run=cmd_export)
+
+    s = sub.add_parser("alerts", parents=[common], help="alerts: `alerts test` sends a sample")
+    s.add_argument("action", choices=("test",))
+    s.add_argument("--target", action="append", metavar="NAME",
+                   help="only this [alerts.targets.NAME] (repeatable; default: every one)")
+    s.set_defaults(run=cmd_alerts)
+
+    from ._gate import add_arguments as gate_arguments
+
+    s = sub.add_parser("gate", parents=[common],
+                       help="CI gate: fail when the success rate dropped or a new error appeared")
+    gate_arguments(s)
+    s.set_defaults(run=cmd_gate)
+
+    s = sub.add_parser("mcp", parents=[common],
+                       help="an MCP server on stdio for agents (needs learnkit[mcp])")
+    s.add_argument("--allow-apply", action="store_true",
+                   help="add a tool that applies threshold recommendations (default: read-only)")
+    s.set_defaults(run=cmd_mcp)
     return p
 
 

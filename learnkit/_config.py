@@ -21,6 +21,9 @@ from ._errors import ConfigError, ConfigNotFoundError, LearnkitError, did_you_me
 log = logging.getLogger("learnkit")
 
 __all__ = [
+    "ALERT_EVENTS",
+    "AlertTargetConfig",
+    "AlertsConfig",
     "Config",
     "LearningConfig",
     "LiveConfig",
@@ -121,6 +124,49 @@ class ThresholdConfig:
     op_type: str = ""
 
 
+#: Events an alert target may choose (``[alerts.targets.NAME] events``).
+ALERT_EVENTS = ("new_cluster", "growing_cluster", "change_point", "threshold_change",
+                "rollback", "recommendation")
+
+
+@attrs.frozen
+class AlertTargetConfig:
+    """One ``[alerts.targets.NAME]`` table: a webhook and the events it receives."""
+
+    #: Environment variable holding the webhook URL (keeps the secret out of the file).
+    url_env: str = ""
+    #: The webhook URL itself, when it holds no secret (prefer ``url_env``).
+    url: str = ""
+    #: ``json``: learnkit's own payload; ``slack``: a Slack incoming-webhook message.
+    format: Literal["json", "slack"] = "json"
+    #: Which events to send (default: every one of :data:`ALERT_EVENTS`).
+    events: list[str] = attrs.Factory(lambda: list(ALERT_EVENTS))
+    #: Seconds one HTTP request may take.
+    timeout: float = 10.0
+
+
+@attrs.frozen
+class AlertsConfig:
+    """The ``[alerts]`` table: webhooks told by the learning loop when something changed."""
+
+    #: Send alerts at all.
+    enabled: bool = True
+    #: Least seconds between two messages to one target (events meanwhile are batched).
+    min_interval: float = 60.0
+    #: Most events listed in one message; the rest are counted in it ("and 3 more").
+    max_events: int = 20
+    #: Attempts after the first failed one, before a message is given up.
+    retries: int = 4
+    #: Seconds before the first retry; doubled at each retry (capped at 300 s).
+    backoff: float = 2.0
+    #: Seconds an event is remembered as sent, so it is not sent again meanwhile.
+    repeat_after: float = 14 * 86400.0
+    #: Fewest failures of a new cluster worth an alert (0: ``learning.min_samples``).
+    min_cluster_size: int = 0
+    #: The webhooks, by name.
+    targets: dict[str, AlertTargetConfig] = attrs.Factory(dict)
+
+
 @attrs.frozen
 class Config:
     """A whole learnkit.toml."""
@@ -129,6 +175,7 @@ class Config:
     storage: StorageConfig = attrs.Factory(StorageConfig)
     thresholds: dict[str, ThresholdConfig] = attrs.Factory(dict)
     privacy: PrivacyConfig = attrs.Factory(PrivacyConfig)
+    alerts: AlertsConfig = attrs.Factory(AlertsConfig)
     #: The file it came from (not a key in the file).
     path: Path = attrs.field(default=Path("learnkit.toml"), kw_only=True)
     #: SHA-256 of the file's bytes when read, to detect edits made since.
@@ -182,7 +229,7 @@ class Config:
             object.__setattr__(self, "_updater", updater)
 
 
-_OWNED = ("learning", "storage", "thresholds", "privacy")
+_OWNED = ("learning", "storage", "thresholds", "privacy", "alerts")
 
 
 def _strict(kind: type, accept: tuple[type, ...], name: str) -> Any:
@@ -265,11 +312,14 @@ def _problem(message: str) -> str:
 def _valid_keys(table: str) -> str:
     cls: type | None = {
         "learning": LearningConfig, "storage": StorageConfig, "privacy": PrivacyConfig,
+        "alerts": AlertsConfig,
     }.get(table)
     if table.startswith("thresholds.") and table.count(".") == 1:
         cls = ThresholdConfig
+    elif table.startswith("alerts.targets.") and table.count(".") == 2:
+        cls = AlertTargetConfig
     elif table == "":
-        return "; valid tables: learning, storage, thresholds, privacy"
+        return "; valid tables: learning, storage, thresholds, privacy, alerts"
     if cls is None:
         return ""
     return "; valid keys: " + ", ".join(f.name for f in attrs.fields(cls))
@@ -341,6 +391,7 @@ def _validate(cfg: Config, report: Any) -> None:
             re.compile(pattern)
         except re.error as exc:
             report(f"privacy.patterns[{i}]", f"is not a regular expression: {exc}")
+    _validate_alerts(cfg.alerts, report)
     for tname, t in cfg.thresholds.items():
         base = f"thresholds.{tname}"
         if not t.attribute:
@@ -353,6 +404,31 @@ def _validate(cfg: Config, report: Any) -> None:
             report(f"{base}.min", f"min ({t.min}) is above max ({t.max})")
         elif not lo <= t.value <= hi:
             report(f"{base}.value", f"{t.value} lies outside [min, max] = [{t.min}, {t.max}]")
+
+
+def _validate_alerts(ac: AlertsConfig, report: Any) -> None:
+    for name in ("min_interval", "backoff", "repeat_after"):
+        v = getattr(ac, name)
+        if not (v >= 0 and math.isfinite(v)):
+            report(f"alerts.{name}", f"must be a finite number of seconds >= 0, got {v}")
+    if ac.max_events < 1:
+        report("alerts.max_events", f"must be at least 1, got {ac.max_events}")
+    if not 0 <= ac.retries <= 20:
+        report("alerts.retries", f"must lie in [0, 20], got {ac.retries}")
+    if ac.min_cluster_size < 0:
+        report("alerts.min_cluster_size", f"must be 0 or more, got {ac.min_cluster_size}")
+    for tname, t in ac.targets.items():
+        base = f"alerts.targets.{tname}"
+        if bool(t.url) == bool(t.url_env):
+            report(f"{base}.url_env", "set exactly one of url_env (the name of an environment "
+                   "variable holding the URL) and url")
+        if t.url and not re.match(r"^https?://[^/\s]+", t.url):
+            report(f"{base}.url", "must be an http:// or https:// URL")
+        for e in t.events:
+            if e not in ALERT_EVENTS:
+                report(f"{base}.events", f"{e!r} is not one of {', '.join(ALERT_EVENTS)}")
+        if not (0 < t.timeout <= 300):
+            report(f"{base}.timeout", f"must lie in (0, 300] seconds, got {t.timeout}")
 
 
 def parse_config(text: str, path: Path) -> Config:

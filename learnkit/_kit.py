@@ -15,6 +15,7 @@ from typing import Any
 
 from . import _env
 from ._aio import run_shielded
+from ._alerts import Alerts
 from ._analytics import AnalyticsCollector
 from ._config import Config, LiveConfig, ThresholdConfig, load_config
 from ._database import Database
@@ -151,7 +152,11 @@ class Kit:
         self.controller = ThresholdController(
             self.database, log, on_change=self._threshold_changed
         )
-        self._learning = LearningLoop(self.database, self.insights, self.controller)
+        #: Webhook alerts sent after each analysis of the learning loop (docs/alerts.md).
+        self.alerts = Alerts(lambda: self._live.config.alerts, database=self.database,
+                             history=self.controller.history, source=str(config.path))
+        self._learning = LearningLoop(self.database, self.insights, self.controller,
+                                      on_report=self.alerts.observe)
         #: What ``kit.config.update`` calls (bound once: the identity is checked).
         self._update = self.controller.update
         self.thresholds = Thresholds(self._live)
@@ -414,6 +419,7 @@ class Kit:
             await self._store.aclose()
             return
         try:
+            await self.alerts.aclose(min(timeout, 10.0))
             await self.controller.drain()
             await self._writer.aclose(timeout)
         finally:

@@ -29,7 +29,9 @@ KIT = "learnkit._kit"
 KIT_IMPORTERS = ("learnkit", "learnkit._cli", "learnkit.__main__", "learnkit.demo",
                  "learnkit.testing", "learnkit._views", "learnkit._views.*",
                  # integrations: public entry points that take or open a kit
-                 "learnkit.otel", "learnkit.pytest_plugin")
+                 "learnkit.otel", "learnkit.pytest_plugin",
+                 # the MCP server, like the command line, is a front end to an open kit
+                 "learnkit._mcp")
 #: The only files that may import a SQLite driver.
 SQLITE_FILES = ("learnkit/_storage/sqlite.py", "learnkit/_storage/schema.py")
 SQLITE_MODULES = ("sqlite3", "aiosqlite")

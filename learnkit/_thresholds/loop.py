@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -44,11 +45,14 @@ class LearningLoop:
     """Analyse, judge earlier changes, apply: once, or every ``analysis_interval``."""
 
     def __init__(
-        self, database: Database, insights: InsightsGenerator, controller: ThresholdController
+        self, database: Database, insights: InsightsGenerator, controller: ThresholdController,
+        *, on_report: Callable[[LearningReport], Awaitable[Any]] | None = None,
     ) -> None:
         self._db = database
         self._insights = insights
         self._controller = controller
+        #: Told of every report (the kit's alerts); must not raise.
+        self._on_report = on_report
 
     async def learn_once(self) -> LearningReport:
         """Analyse the window, judge earlier changes, apply what clears the guard rails."""
@@ -68,7 +72,10 @@ class LearningLoop:
         log.info("learnkit: analysed %d outcomes, %d patterns, %d recommendations, %d applied",
                  summary["sample_size"], len(summary["failure_patterns"]),
                  len(summary["recommendations"]), len(applied))
-        return LearningReport(summary, verdicts, applied)
+        report = LearningReport(summary, verdicts, applied)
+        if self._on_report is not None:
+            await self._on_report(report)
+        return report
 
     async def run(self, *, poll: float = 60.0) -> None:
         """Run forever: one analysis per ``analysis_interval`` across all processes.
