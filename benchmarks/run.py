@@ -151,6 +151,18 @@ def machine() -> dict[str, str]:
     }
 
 
+def speed_check() -> float:
+    """µs for a fixed bit of pure Python (median of 9): compare the start and the end of a
+    run, or two runs, to see whether the machine was as fast throughout."""
+    times = []
+    for _ in range(9):
+        t = _perf()
+        for _ in range(2000):
+            sum(range(100))
+        times.append((_perf() - t) / 2000 * 1e6)
+    return median(times)
+
+
 def load() -> str:
     try:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -782,7 +794,12 @@ def fmt_count(n: float) -> str:
 
 
 def ops_label(n: int) -> str:
-    return f"{n / 1e6:g}M" if n >= 1_000_000 and n % 100_000 == 0 else f"{n:,}"
+    """1M for 999,960 (the builder stores a whole number of operations per week)."""
+    return f"{round(n / 1e6, 2):g}M" if n >= 500_000 else f"{n:,}"
+
+
+def fmt_ratio(r: float) -> str:
+    return f"{r:.2f}x" if r >= 0.1 else f"{r:.3f}x"
 
 
 def table(rows: list[tuple[str, str, str, str, str]]) -> str:
@@ -836,11 +853,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> int:
     m = machine()
     load_at_start = load()
+    speed_at_start = speed_check()
     rounds = args.rounds
     otel_missing = otel_available()
     print("# learnkit benchmarks (benchmarks/run.py, issue 14)\n")
     print(f"machine: {m['cpu']}, {m['cores']} cores, {m['os']}; {m['python']}; "
-          f"SQLite {m['sqlite']}; learnkit {m['learnkit']}; load average {load_at_start}")
+          f"SQLite {m['sqlite']}; learnkit {m['learnkit']}")
+    print(f"load average {load_at_start}; speed check {speed_at_start:.2f} µs (sum(range(100)); "
+          "higher is slower, compare with the end)")
     if otel_missing is None:
         from importlib.metadata import version
         print(f"reference: opentelemetry-sdk {version('opentelemetry-sdk')}")
@@ -849,7 +869,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"sizes: {args.calls:,} calls per tracking figure, {args.rows:,} rows per writer "
           f"figure, {ops_label(args.ops)} stored operations for trend/summary/import/size"
           + (f" and {ops_label(args.big_ops)} for the --big trend" if args.big else "")
-          + f"{' (--quick)' if args.quick else ''}; medians of {rounds} rounds")
+          + f"{' (--quick)' if args.quick else ''}; "
+          + (f"medians of {rounds} rounds" if rounds > 1 else "one round"))
     sys.stdout.flush()
 
     own_dir = args.workdir is None
@@ -875,8 +896,8 @@ def run(args: argparse.Namespace) -> int:
                     ot = median(r["otel"])
                     ratio = median(r["ratio"])
                     ref = f"OpenTelemetry span, BatchSpanProcessor, no-op exporter: {ot:.2f}"
-                    rows.append((measure, f"{lk:.2f}", ref, f"{ratio:.2f}x", f"<= {goal}x"))
-                    verdict(measure, ratio <= goal, f" ({ratio:.2f}x)")
+                    rows.append((measure, f"{lk:.2f}", ref, fmt_ratio(ratio), f"<= {goal}x"))
+                    verdict(measure, ratio <= goal, f" ({fmt_ratio(ratio)})")
                     if r["otel_dropped"]:
                         notes.append(f"OpenTelemetry dropped {r['otel_dropped']:,} spans "
                                      f"in {name}")
@@ -899,8 +920,8 @@ def run(args: argparse.Namespace) -> int:
                 lk, raw, ratio = median(r["learnkit"]), median(r["raw"]), median(r["ratio"])
                 rows.append((label, f"{lk:,.0f} (flush alone {median(r['flush']):,.0f})",
                              f"raw sqlite3 executemany, same rows, same schema: {raw:,.0f}",
-                             f"{ratio:.2f}x", f">= {goal}x"))
-                verdict(label, ratio >= goal, f" ({ratio:.2f}x)")
+                             fmt_ratio(ratio), f">= {goal}x"))
+                verdict(label, ratio >= goal, f" ({fmt_ratio(ratio)})")
                 notes.append(f"writer {name} ({r['failures']:.0%} failures): learnkit rows/s "
                              f"per round {spread(r['learnkit'], ',.0f')}; flush alone "
                              f"{spread(r['flush'], ',.0f')}; raw {spread(r['raw'], ',.0f')}")
@@ -950,7 +971,7 @@ def run(args: argparse.Namespace) -> int:
                 lk, ref, ratio = median(im["learnkit"]), median(im["json"]), median(im["ratio"])
                 measure = f"`learnkit import`, {ops_label(im['lines'])} JSON lines, lines/s"
                 rows.append((measure, f"{lk:,.0f}", f"json.loads per line alone: {ref:,.0f}",
-                             f"{ratio:.2f}x", ">= 150,000 lines/s"))
+                             fmt_ratio(ratio), ">= 150,000 lines/s"))
                 verdict(measure, lk >= 150_000, f" ({lk:,.0f} lines/s)")
                 notes.append(f"import: lines/s per round {spread(im['learnkit'], ',.0f')} "
                              f"(wall clock of the command, interpreter start included); "
@@ -1000,8 +1021,9 @@ def run(args: argparse.Namespace) -> int:
           "(the clock stops when `await kit.flush()` returns, or when `learnkit import` "
           "exits). A ratio is the median of the per-round ratios, so it need not equal "
           "the ratio of the medians.")
-    print(f"Load average at the end: {load()} (at the start: {load_at_start}); "
-          "other work on the machine slows every figure.")
+    print(f"At the end: load average {load()}, speed check {speed_check():.2f} µs "
+          f"(at the start: {load_at_start}, {speed_at_start:.2f} µs); other work on the "
+          "machine slows every figure.")
     return 1 if checks else 0
 
 
