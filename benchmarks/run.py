@@ -866,10 +866,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"reference: opentelemetry-sdk {version('opentelemetry-sdk')}")
     else:
         print(f"reference: OpenTelemetry SKIPPED: {otel_missing}")
-    print(f"sizes: {args.calls:,} calls per tracking figure, {args.rows:,} rows per writer "
-          f"figure, {ops_label(args.ops)} stored operations for trend/summary/import/size"
-          + (f" and {ops_label(args.big_ops)} for the --big trend" if args.big else "")
-          + f"{' (--quick)' if args.quick else ''}; "
+    sizes = []
+    if "tracking" in args.sections:
+        sizes.append(f"{args.calls:,} calls per tracking figure")
+    if "writer" in args.sections:
+        sizes.append(f"{args.rows:,} rows per writer figure")
+    stored = [x for x in ("trend", "summary", "import", "size") if x in args.sections]
+    if stored:
+        sizes.append(f"{ops_label(args.ops)} stored operations for {'/'.join(stored)}"
+                     + (f" and {ops_label(args.big_ops)} (--big) for trend/size" if args.big
+                        else ""))
+    print(f"sizes: {', '.join(sizes)}{' (--quick)' if args.quick else ''}; "
           + (f"medians of {rounds} rounds" if rounds > 1 else "one round"))
     sys.stdout.flush()
 
