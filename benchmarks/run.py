@@ -38,6 +38,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -1039,6 +1040,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.build_db is not None:
         build_main(args.build_db, args.build_ops or args.ops)
         return 0
+    # A terminated run still removes its databases (the finally in run()).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     return run(args)
 
 
