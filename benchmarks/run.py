@@ -5,6 +5,9 @@
     python benchmarks/run.py --quick         # a smoke run with tiny sizes (seconds)
     python benchmarks/run.py --only writer --profile   # one section, with a cProfile of the writer
 
+For every thread of the writer (the commit thread too, and who holds the GIL):
+``py-spy record --gil --threads -- python benchmarks/run.py --only writer``.
+
 The references come from the optional ``bench`` extra
 (``pip install -e '.[bench]'``); without opentelemetry-sdk the OpenTelemetry
 column says so and the rest still runs.
@@ -469,6 +472,10 @@ def writer_section(workdir: Path, n: int, rounds: int) -> dict[str, dict[str, An
             columns = operation_columns(conn)
         conn.close()
         rows = raw_rows(records, columns)
+        # The inputs are the benchmark's, not the library's: keep the garbage
+        # collector from scanning them again and again (both sides gain).
+        gc.collect()
+        gc.freeze()
         lk, lk_flush, raw, ratios = [], [], [], []
         for k in range(rounds):
             enqueue_s, flush_s = asyncio.run(writer_round(workdir, records))
@@ -481,6 +488,7 @@ def writer_section(workdir: Path, n: int, rounds: int) -> dict[str, dict[str, An
                 f"(flush alone {lk_flush[-1]:,.0f}), raw executemany {raw[-1]:,.0f} rows/s")
         out[name] = {"learnkit": lk, "flush": lk_flush, "raw": raw, "ratio": ratios,
                      "failures": sum(r["outcome"] == "failure" for r in records) / n}
+        gc.unfreeze()
         del records, rows
         gc.collect()
     return out
