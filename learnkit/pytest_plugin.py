@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pytest
 
+from ._storage.protocol import EXPORT_FIELDS
+
 if TYPE_CHECKING:
     from ._insights.patterns import FailurePattern
     from ._kit import Kit
@@ -64,6 +66,9 @@ enabled = false
 path = "learnkit.db"
 """
 
+
+#: Column of each field in the rows Store.export_rows yields.
+_F = {name: i for i, name in enumerate(EXPORT_FIELDS)}
 
 def ci_commit(environ: Mapping[str, str] | None = None) -> str | None:
     """The commit a CI system says is under test (``GITHUB_SHA``, ``CI_COMMIT_SHA``, ...)."""
@@ -198,8 +203,12 @@ async def analyse_tests(kit: Kit, days: float | None = None) -> SuiteInsights:
     last: dict[str, str] = {}
     n = 0
     async for chunk in kit.database.store.export_rows(since=now - days * DAY):
-        for op_type, outcome, _s, ended, key, et, msg, _d, ctx_text in chunk:
-            if key is None or outcome not in ("success", "failure") or ended >= now:
+        for row in chunk:
+            op_type, outcome, ended, key = (row[_F["op_type"]], row[_F["outcome"]],
+                                            row[_F["ended_at"]], row[_F["key"]])
+            et, msg, ctx_text = row[_F["error_type"]], row[_F["error_message"]], row[_F["context"]]
+            if key is None or outcome not in ("success", "failure") or ended is None \
+                    or ended >= now:
                 continue
             n += 1
             ctx = json.loads(ctx_text) if isinstance(ctx_text, str) else (ctx_text or {})
