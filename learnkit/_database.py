@@ -9,10 +9,14 @@ configuration in force. The kit builds one; nothing here knows the kit.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._config import Config, LiveConfig
 from ._storage.protocol import Store
 from ._tracking import Recorder
+
+if TYPE_CHECKING:
+    from ._thresholds.shared import SharedThresholds
 
 __all__ = ["Database"]
 
@@ -27,6 +31,8 @@ class Database:
         self.recorder = recorder
         #: The configuration in force, reloaded when learnkit.toml changes.
         self.live = live
+        #: Threshold values held by a shared store (PostgreSQL), or None: learnkit.toml's.
+        self.shared: SharedThresholds | None = None
 
     @property
     def config(self) -> Config:

@@ -17,15 +17,17 @@ start.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
 from .._model import Operation
 from .rollup import Aggregate
 
-__all__ = ["EXPORT_FIELDS", "Batch", "ExportRow", "Store", "WindowStats"]
+__all__ = [
+    "EXPORT_FIELDS", "Batch", "ExportRow", "SharedThresholdStore", "Store", "WindowStats",
+]
 
 #: One stored operation as export sees it, in :data:`EXPORT_FIELDS` order.
 ExportRow = tuple[Any, ...]
@@ -193,4 +195,44 @@ class Store(Protocol):
 
     async def meta_swap(self, key: str, expected: str | None, new: str) -> bool:
         """Set ``key`` to ``new`` only if it still holds ``expected``; True if it did."""
+        ...
+
+    # -- retention ---------------------------------------------------------------
+
+    async def prune(self, before: float) -> int:
+        """Delete raw rows that ended before ``before`` (rounded down to a whole
+        hour; abandoned rows by their start); rollups and the change history stay.
+        Returns the rows deleted."""
+        ...
+
+
+@runtime_checkable
+class SharedThresholdStore(Protocol):
+    """A store many hosts share, which holds the threshold values themselves.
+
+    Every host reads the values from here (overlaid on learnkit.toml's) and a
+    change is a compare-and-set on the threshold's version, so exactly one
+    host applies it. PostgreSQL is one; the SQLite file is not.
+    """
+
+    async def threshold_values(self) -> dict[str, tuple[float, int]]:
+        """Every shared threshold: name -> (value, version)."""
+        ...
+
+    async def threshold_seed(self, values: Mapping[str, float]) -> None:
+        """Add the thresholds the store does not hold yet, at these values."""
+        ...
+
+    async def threshold_swap(
+        self,
+        name: str,
+        version: int | None,
+        value: float,
+        change: Mapping[str, Any] | None = None,
+        *,
+        rolled_back: int | None = None,
+    ) -> int | None:
+        """Set ``name`` to ``value`` if still at ``version`` (None: whatever it is),
+        recording ``change`` (and marking change ``rolled_back``) in the same
+        transaction; the change's id, or None when another host moved it first."""
         ...

@@ -747,3 +747,32 @@ class SQLiteStore:
         return [r[0] for r in await self.fetchall(
             "SELECT DISTINCT op_type FROM rollup_hourly ORDER BY 1"
         )]
+
+    # -- retention ---------------------------------------------------------
+
+    async def prune(self, before: float, *, chunk: int = 20_000) -> int:
+        """Delete rows that ended (or, abandoned, started) before ``before``, rounded
+        down to a whole hour, a chunk per transaction; rollups and history stay."""
+        cut = math.floor(before / HOUR) * HOUR
+
+        def delete(sql: str, args: Sequence[Any]) -> int:
+            with self._transaction() as conn:
+                return conn.execute(sql, args).rowcount
+
+        total = 0
+        while True:
+            n = await self._in_thread(
+                delete, "DELETE FROM operations WHERE id IN (SELECT id FROM operations"
+                " WHERE ended_at < ? LIMIT ?)", (cut, chunk),
+            )
+            total += n
+            if n < chunk:
+                break
+        total += await self._in_thread(
+            delete, "DELETE FROM operations WHERE ended_at IS NULL AND outcome = 'abandoned'"
+            " AND started_at < ?", (cut,),
+        )
+        await self._in_thread(
+            delete, "DELETE FROM sessions WHERE state != 'open' AND ended_at < ?", (cut,)
+        )
+        return total
