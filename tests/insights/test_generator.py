@@ -17,6 +17,10 @@ DAY = 86400.0
 Gen = Callable[[random.Random, float], tuple[bool, dict[str, Any], str | None]]
 
 
+#: Every test here runs on each storage backend (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
+
+
 async def summary_of(
     tmp_path: Path, gen: Gen, n: int, *, seed: int = 1, span_days: float = 7,
     op_type: str = "run_tests", config: str | None = None, days: float = 7,
