@@ -48,8 +48,9 @@ class Backend:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
-        pg = os.environ.get(PG_ENV) and not metafunc.definition.get_closest_marker("sqlite_only")
-        names = ["sqlite"] + (["postgresql"] if pg else [])
+        marker = metafunc.definition.get_closest_marker
+        pg = ["postgresql"] if os.environ.get(PG_ENV) and not marker("sqlite_only") else []
+        names = pg if marker("pg_only") else ["sqlite", *pg]
         metafunc.parametrize("backend", names, indirect=True)
 
 

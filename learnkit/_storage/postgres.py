@@ -395,6 +395,7 @@ class PostgresStore:
     async def _migrate(self, conn: Any) -> None:
         async with conn.transaction():
             # One host migrates at a time; the others wait here, then see the version.
+            await conn.execute("SET LOCAL lock_timeout = 0")
             await conn.execute(
                 f"SELECT pg_advisory_xact_lock({_LOCK_CLASS}, hashtext(current_schema()))"
             )
