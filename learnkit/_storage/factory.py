@@ -17,9 +17,11 @@ from .._errors import StoreError
 
 if TYPE_CHECKING:
     from .._config import Config
+    from .postgres import PostgresStore
     from .protocol import Store
 
-__all__ = ["ENV_URL", "database_url", "is_postgres", "location", "sqlite_path", "store_for"]
+__all__ = ["ENV_URL", "database_url", "is_postgres", "location", "postgres_store", "sqlite_path",
+           "store_for"]
 
 #: The environment variable that overrides the configured store.
 ENV_URL = "LEARNKIT_DATABASE_URL"
@@ -67,18 +69,28 @@ def store_for(config: Config) -> Store:
     url = database_url(config)
     sc = config.storage
     if is_postgres(url):
-        from .postgres import PostgresStore, _asyncpg
-
-        _asyncpg()  # the clear "pip install 'learnkit[postgres]'" error, early
-        password = None
-        if sc.password_env:
-            password = os.environ.get(sc.password_env)
-            if password is None:
-                raise StoreError(
-                    f"storage.password_env names {sc.password_env}, which is not set in the "
-                    "environment; set it to the database password"
-                )
-        return PostgresStore(url, password=password, pool_size=sc.pool_size)
+        return postgres_store(url, config)
     from .sqlite import SQLiteStore
 
     return SQLiteStore(sqlite_path(config), busy_timeout=sc.busy_timeout)
+
+
+def postgres_store(url: str, config: Config) -> PostgresStore:
+    """A PostgreSQL store at ``url``, with the password and pool size ``config`` says.
+
+    Raises:
+        StoreError: asyncpg is missing, or ``storage.password_env`` is not set.
+    """
+    from .postgres import PostgresStore, _asyncpg
+
+    _asyncpg()  # the clear "pip install 'learnkit[postgres]'" error, early
+    sc = config.storage
+    password = None
+    if sc.password_env:
+        password = os.environ.get(sc.password_env)
+        if password is None:
+            raise StoreError(
+                f"storage.password_env names {sc.password_env}, which is not set in the "
+                "environment; set it to the database password"
+            )
+    return PostgresStore(url, password=password, pool_size=sc.pool_size)

@@ -224,3 +224,58 @@ class TestSessions:
             {"id": -2, "outcome": "running"}, {"id": -1, "outcome": "abandoned"}]
         assert q(pg, "SELECT hour, n FROM rollup_hourly WHERE outcome = 'abandoned'") == [
             {"hour": 2, "n": 1}]
+
+
+@needs_pg
+class TestMigrate:
+    async def test_sqlite_history_moves_with_its_change_log(
+        self, tmp_path: Path, pg: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """`learnkit migrate --to URL` moves rows, rollups, changes; says how many; once."""
+        import random
+
+        from learnkit._cli import main
+
+        from ..conftest import T0, Clock
+
+        monkeypatch.delenv("LEARNKIT_DATABASE_URL")
+        cfg = write_config(tmp_path)
+        clock = Clock()
+        r = random.Random(1)
+        async with learnkit.open(cfg, clock=clock) as kit:
+            for i in range(2500):
+                t = T0 - r.uniform(0, 6 * 86400)
+                cx = r.randint(1, 9)
+                kit.record("x", outcome="failure" if r.random() < cx / 10 else "success",
+                           started_at=t - 1, ended_at=t, key=f"k{i}", error_type="E",
+                           error_message=f"timeout after {i} s", context={"complexity": cx})
+            await kit.flush()
+            await kit.controller.apply({"recommendations": []})  # type: ignore[typeddict-item]
+            from learnkit._insights.patterns import FailurePattern, Recommendation
+
+            ev = FailurePattern(kind="context", description="band", support=50)
+            rec = Recommendation(action="lower_threshold:max_complexity", message="m",
+                                 confidence=0.9, threshold="max_complexity", current=8,
+                                 recommended=7, evidence=(ev,))
+            assert await kit.controller.apply({"recommendations": [rec]})  # type: ignore[typeddict-item]
+            want_rate = await kit.analytics.get_success_rate(days=7)
+            want_summary = await kit.insights.generate_summary(days=7)
+        argv = ["--config", str(cfg), "migrate", "--to", pg]
+        assert await asyncio.to_thread(main, argv) == 0
+        out = capsys.readouterr().out
+        assert "migrated 2,500 operation(s)" in out and "1 threshold change(s)" in out
+        assert await asyncio.to_thread(main, argv) == 1
+        assert "already" in capsys.readouterr().err
+        monkeypatch.setenv("LEARNKIT_DATABASE_URL", pg)
+        async with learnkit.open(cfg, clock=clock) as kit:
+            assert kit.database.store.location.startswith("postgresql://")
+            assert await kit.analytics.get_success_rate(days=7) == want_rate
+            got = await kit.insights.generate_summary(days=7)
+            assert got["sample_size"] == want_summary["sample_size"]
+            assert got["recommended_thresholds"] == want_summary["recommended_thresholds"]
+            (c,) = await kit.controller.history()
+            assert (c.old_value, c.new_value) == (8, 7)
+            assert kit.thresholds["max_complexity"] == 7
+        assert q(pg, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM operations") == [
+            {"n": 2500, "d": 2500}]
