@@ -37,7 +37,7 @@ class Snapshot:
 
     now: float
     config_path: Path
-    database_path: Path
+    database_path: Path | str  # a path, or a server URL without password
     days: float
     rate: Rate
     rate_7: Rate
@@ -59,7 +59,7 @@ async def collect(kit: Kit, days: float, *, weeks: int = 4, detailed: bool = Fal
         for t in by_type:
             durations[t] = await a.get_duration_percentiles(days, op_type=t)
     return Snapshot(
-        now=kit.now(), config_path=kit.config.path, database_path=kit.database.path,
+        now=kit.now(), config_path=kit.config.path, database_path=kit.database.store.location,
         days=days, rate=await a.get_rate(days), rate_7=await a.get_rate(7),
         rate_30=await a.get_rate(30), by_type=by_type, trend=await a.get_weekly_trend(weeks),
         summary=await kit.insights.generate_summary(days), thresholds=dict(kit.config.thresholds),
