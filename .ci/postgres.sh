@@ -7,7 +7,10 @@
 # Finds the server binaries (/usr/lib/postgresql/*/bin, or pg_config --bindir);
 # installs Debian's `postgresql` package when they are missing and we are root.
 # The server runs as an unprivileged user (PostgreSQL refuses root): the caller
-# when not root, else `postgres` if it exists, else a `learnkit-pg` user made here.
+# when not root, else `postgres` if it exists, else a `learnkit-pg` user made here
+# (LEARNKIT_PG_USER names another, made if missing).
+# LEARNKIT_PG_INSTALL=1 installs the package even when binaries are found (to
+# try the clean-machine path on a machine that has them).
 # Trust authentication on 127.0.0.1 only, on a free port; durability is off
 # (fsync, synchronous_commit): this server holds nothing worth keeping.
 set -euo pipefail
@@ -45,13 +48,17 @@ run_as() {  # run_as USER CMD... (USER empty: as ourselves)
 
 start() {
     local dir=$1 bin user="" port url
+    if [ "${LEARNKIT_PG_INSTALL:-}" = 1 ]; then install_server; fi
     bin=$(bindir) || { install_server; bin=$(bindir) || die "PostgreSQL installed but initdb not found"; }
     mkdir -p "$dir"
     if [ "$(id -u)" = 0 ]; then
-        if id postgres >/dev/null 2>&1; then user=postgres
-        else
-            id learnkit-pg >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin learnkit-pg
-            user=learnkit-pg
+        user=${LEARNKIT_PG_USER:-}
+        if [ -z "$user" ]; then
+            if id postgres >/dev/null 2>&1; then user=postgres; else user=learnkit-pg; fi
+        fi
+        if ! id "$user" >/dev/null 2>&1; then
+            echo "postgres.sh: creating user $user" >&2
+            useradd --system --no-create-home --shell /usr/sbin/nologin "$user"
         fi
         chown "$user" "$dir"
         chmod 700 "$dir"
