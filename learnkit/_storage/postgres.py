@@ -8,13 +8,15 @@ not race), ``running`` rows of dead sessions (by host and process) marked
 ``abandoned``. On top of that it holds the threshold values themselves, so
 that every host agrees on them (see docs/scaling.md).
 
-Batches go in with the driver's fastest bulk paths: ``COPY`` for new rows,
-one ``UPDATE ... FROM unnest(...)`` for completed running rows, one
-``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO UPDATE`` per rollup
-table, keys sorted so that hosts lock rollup rows in one order (no
-deadlocks). A batch whose COMMIT reply was lost is recognised on retry (the
-session's last committed batch number is in the same transaction), so a
-retried batch is never written twice.
+A batch is one statement, one round trip: data-modifying CTEs insert the
+new rows (``INSERT ... SELECT FROM unnest(...)`` of one array per column),
+update completed running rows (``UPDATE ... FROM unnest``) and add to each
+rollup (``INSERT ... ON CONFLICT DO UPDATE``), keys sorted so that hosts
+lock rollup rows in one order (no deadlocks). Being one statement, it holds
+its row locks only while the server executes it, never while this process's
+event loop is busy with something else. A batch whose reply was lost is
+recognised on retry (the session's last committed batch number is written
+by the same statement), so a retried batch is never written twice.
 
 asyncpg is an optional dependency (``pip install 'learnkit[postgres]'``);
 its exceptions are translated here into :class:`~learnkit.StoreError` or,
@@ -194,8 +196,40 @@ _ERROR_CONTEXT_ROLLUP = (
     " ON CONFLICT (hour, op_type, error_type, signature, attr, value)"
     " DO UPDATE SET n = r.n + excluded.n"
 )
-#: Rows per batch from which COPY beats one INSERT ... unnest (measured: about 200).
-_COPY_FROM = 200
+
+
+def _renumber(sql: str, offset: int) -> str:
+    """``sql`` with its parameters ``$1..$n`` shifted by ``offset``."""
+    import re
+
+    return re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + offset}", sql)
+
+
+def _gated(sql: str) -> str:
+    """An ``INSERT ... SELECT * FROM unnest(...)`` that inserts only when ``s`` did."""
+    head, sep, tail = sql.partition(" ON CONFLICT")
+    return f"{head} WHERE EXISTS (SELECT FROM s){sep}{tail}"
+
+
+#: One batch in one statement, so that no row lock is ever held while this
+#: process's event loop is busy elsewhere (an analysis running between two
+#: statements of a transaction would hold every host's rollup rows), and so that
+#: a connection pooler in transaction mode may hand each batch to any server
+#: connection. ``s`` records the session's batch number: a batch committed
+#: before (its reply lost) changes nothing. (COPY, then the rest, would take new
+#: rows about twice as fast, measured, but needs a transaction across round trips;
+#: the store is not what limits a writer: see docs/scaling.md.)
+_BATCH = (
+    "WITH s AS (UPDATE sessions SET last_batch = $2 WHERE id = $1 AND last_batch < $2"
+    " RETURNING 1),"
+    f" i AS ({_gated(_renumber(_INSERT, 2))}),"
+    f" upd AS ({_renumber(_UPDATE, 15)} AND EXISTS (SELECT FROM s)),"
+    f" r1 AS ({_gated(_renumber(_ROLLUP, 23))}),"
+    f" r2 AS ({_gated(_renumber(_CONTEXT_ROLLUP, 28))}),"
+    f" r3 AS ({_gated(_renumber(_ERROR_ROLLUP, 35))}),"
+    f" r4 AS ({_gated(_renumber(_ERROR_CONTEXT_ROLLUP, 43))})"
+    " SELECT count(*) FROM s"
+)
 _NOW = "extract(epoch from clock_timestamp())"
 #: First key of the two-key advisory locks learnkit takes (the second names the schema).
 _LOCK_CLASS = 0x4C4B  # "LK"
@@ -604,41 +638,19 @@ class PostgresStore:
             return await self._run(lambda conn: self._commit_on(conn, b))
 
     async def _commit_on(self, conn: Any, b: PgBatch) -> int:
-        async with conn.transaction():
-            status = await conn.execute(
-                "UPDATE sessions SET last_batch = $2 WHERE id = $1 AND last_batch < $2",
-                self.session_id, b.seq,
-            )
-            if status == "UPDATE 0":
-                return b.rows  # committed before; the reply was lost
-            if len(b.inserts) >= _COPY_FROM:
-                await conn.copy_records_to_table(
-                    "operations", records=b.inserts, columns=_COLUMNS
-                )
-            elif b.inserts:
-                await conn.execute(_INSERT, *_columns(b.inserts, len(_COLUMNS)))
-            if b.updates:
-                await conn.execute(_UPDATE, *_columns(b.updates, 8))
-            await self._add_rollups(conn, b.agg)
+        await conn.fetchval(
+            _BATCH, self.session_id, b.seq,
+            *_columns(b.inserts, len(_COLUMNS)), *_columns(b.updates, 8),
+            *itertools.chain.from_iterable(_rollup_columns(b.agg)),
+        )
         return b.rows
 
     async def _add_rollups(self, conn: Any, agg: Aggregate | _ScrubbedAggregate) -> None:
-        """Add an aggregate to the four rollups; keys sorted (one lock order for all hosts)."""
-        rows: list[tuple[Any, ...]]
-        if agg.outcomes:
-            rows = sorted((h, t, o, int(n), float(d)) for (t, h, o), (n, d)
-                          in agg.outcomes.items())
-            await conn.execute(_ROLLUP, *_columns(rows, 5))
-        if agg.context:
-            rows = sorted((*k, int(n)) for k, n in agg.context.items())
-            await conn.execute(_CONTEXT_ROLLUP, *_columns(rows, 7))
-        if agg.errors:
-            rows = sorted((*k, int(n), float(f), float(la), ex or "")
-                          for k, (n, f, la, ex) in agg.errors.items())
-            await conn.execute(_ERROR_ROLLUP, *_columns(rows, 8))
-        if agg.error_context:
-            rows = sorted((*k, int(n)) for k, n in agg.error_context.items())
-            await conn.execute(_ERROR_CONTEXT_ROLLUP, *_columns(rows, 7))
+        """Add an aggregate to the four rollups (statements on ``conn``)."""
+        for sql, cols in zip((_ROLLUP, _CONTEXT_ROLLUP, _ERROR_ROLLUP, _ERROR_CONTEXT_ROLLUP),
+                             _rollup_columns(agg), strict=True):
+            if cols[0]:
+                await conn.execute(sql, *cols)
 
     async def write_batch(
         self, completed: Sequence[Operation], running: Sequence[Operation] = ()
@@ -947,6 +959,18 @@ class PostgresStore:
             "DELETE FROM sessions WHERE state <> 'open' AND ended_at < $1", cut
         )
         return total
+
+
+def _rollup_columns(agg: Aggregate | _ScrubbedAggregate) -> list[list[list[Any]]]:
+    """The four rollups' rows as ``unnest`` columns, keys sorted so that every host
+    locks rollup rows in one order (no deadlocks)."""
+    outcomes = sorted((h, t, o, int(n), float(d)) for (t, h, o), (n, d) in agg.outcomes.items())
+    context = sorted((*k, int(n)) for k, n in agg.context.items())
+    errors = sorted((*k, int(n), float(f), float(la), ex or "")
+                    for k, (n, f, la, ex) in agg.errors.items())
+    error_context = sorted((*k, int(n)) for k, n in agg.error_context.items())
+    return [_columns(outcomes, 5), _columns(context, 7), _columns(errors, 8),
+            _columns(error_context, 7)]
 
 
 def _param(column: str, value: Any) -> Any:
