@@ -93,4 +93,5 @@ def postgres_store(url: str, config: Config) -> PostgresStore:
                 f"storage.password_env names {sc.password_env}, which is not set in the "
                 "environment; set it to the database password"
             )
-    return PostgresStore(url, password=password, pool_size=sc.pool_size)
+    return PostgresStore(url, password=password, pool_size=sc.pool_size,
+                         lock_timeout=sc.busy_timeout)

@@ -171,15 +171,15 @@ class TestFaults:
         """While another session locks the table, tracking goes on; records land after."""
         import asyncpg
 
-        async with learnkit.open(write_config(tmp_path)) as kit:
-            kit.database.store._lock_timeout = 0.05  # type: ignore[attr-defined]
+        async with learnkit.open(write_config(tmp_path, busy_timeout=0.05)) as kit:
             blocker = await asyncpg.connect(pg)
             tx = blocker.transaction()
             await tx.start()
             await blocker.execute("LOCK TABLE rollup_hourly IN ACCESS EXCLUSIVE MODE")
             for i in range(30):
                 kit.record("locked", outcome="success", started_at=1000.0 + i)
-            assert await kit.flush(timeout=7) is False
+            assert await kit.flush(timeout=0.5) is False
+            assert "lock" in (kit.stats.last_error or "")
             assert kit.stats.write_errors >= 1
             await tx.rollback()
             await blocker.close()
