@@ -16,7 +16,6 @@ from __future__ import annotations
 import itertools
 import os
 import socket
-import sqlite3
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import attrs
 from .._errors import StoreError
 from .._model import HOUR
 from .postgres import PostgresStore, _scrub, _ScrubbedAggregate
-from .sqlite import SQLiteStore
+from .sqlite import HistoryReader, SQLiteStore
 
 __all__ = ["MigrationReport", "migrate_sqlite"]
 
@@ -76,7 +75,7 @@ async def migrate_sqlite(
     upgrade = SQLiteStore(source)  # bring an old file to the current schema first
     await upgrade.open()
     await upgrade.aclose()
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    src = HistoryReader(source)
     try:
         await target.open()
         try:
@@ -91,7 +90,7 @@ async def migrate_sqlite(
 
 async def _copy(
     conn: Any,
-    src: sqlite3.Connection,
+    src: HistoryReader,
     source: Path,
     target: PostgresStore,
     thresholds: Mapping[str, float],
@@ -100,7 +99,7 @@ async def _copy(
     progress: Callable[[int], None] | None,
 ) -> MigrationReport:
     mark = f"migrated:{socket.gethostname()}:{source.resolve()}"
-    total = int(src.execute("SELECT count(*) FROM operations").fetchone()[0])
+    total = src.count()
     async with conn.transaction():
         done = await conn.fetchval("SELECT value FROM meta WHERE key = $1", mark)
         if done is not None and not force:
@@ -117,16 +116,11 @@ async def _copy(
                 break
         else:
             raise StoreError(f"{target.location}: could not reserve {total} ids; retry")
-        ids = {old: got[0] + k for k, (old,) in enumerate(
-            src.execute("SELECT id FROM operations ORDER BY id"))}
+        ids = {old: got[0] + k for k, old in enumerate(src.ids())}
         sid = target.session_id
         abandoned = moved = 0
-        cur = src.execute(f"SELECT {', '.join(_COLS)} FROM operations ORDER BY id")
         abandoned_hours: dict[tuple[str, int, str], list[float]] = {}
-        while True:
-            batch = cur.fetchmany(chunk)
-            if not batch:
-                break
+        for batch in src.operations(_COLS, chunk):
             records = []
             for r in batch:
                 row = [_scrub(x) for x in r]
@@ -143,29 +137,20 @@ async def _copy(
             moved += len(records)
             if progress is not None:
                 progress(moved)
-        outcomes: dict[Any, list[float]] = {
-            (t, h, o): [n, d] for t, h, o, n, d in src.execute(
-                "SELECT op_type, hour, outcome, n, duration_sum FROM rollup_hourly")
-        }
+        hourly, context, errors, error_context = src.rollups()
+        outcomes: dict[Any, list[float]] = {(t, h, o): [n, d] for t, h, o, n, d in hourly}
         for k, (n, _) in abandoned_hours.items():
             outcomes.setdefault(k, [0, 0.0])[0] += n
         agg = _ScrubbedAggregate.of(_ScrubbedAggregate(
             outcomes,
-            {tuple(r[:6]): r[6] for r in src.execute(
-                "SELECT hour, op_type, attr, value, outcome, explore, n FROM context_rollup")},
-            {tuple(r[:4]): list(r[4:]) for r in src.execute(
-                "SELECT hour, op_type, error_type, signature, n, first_seen, last_seen, example"
-                " FROM error_rollup")},
-            {tuple(r[:6]): r[6] for r in src.execute(
-                "SELECT hour, op_type, error_type, signature, attr, value, n"
-                " FROM error_context_rollup")},
+            {tuple(r[:6]): r[6] for r in context},
+            {tuple(r[:4]): list(r[4:]) for r in errors},
+            {tuple(r[:6]): r[6] for r in error_context},
         ))
         await target._add_rollups(conn, agg)
         rollup_rows = (len(agg.outcomes) + len(agg.context) + len(agg.errors)
                        + len(agg.error_context))
-        changes = src.execute(
-            f"SELECT {', '.join(_CHANGE_COLS)} FROM threshold_changes ORDER BY at, id"
-        ).fetchall()
+        changes = src.changes(_CHANGE_COLS)
         for c in changes:
             await target._insert_change(conn, dict(zip(_CHANGE_COLS, c, strict=True)))
         seeded = await conn.execute(
@@ -174,11 +159,11 @@ async def _copy(
             " FROM unnest($1::text[], $2::float8[]) AS s(n, v) ON CONFLICT (name) DO NOTHING",
             list(thresholds), [float(v) for v in thresholds.values()],
         )
-        last = src.execute("SELECT value FROM meta WHERE key = 'last_analysis'").fetchone()
+        last = src.meta("last_analysis")
         if last is not None:
             await conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('last_analysis', $1)"
-                " ON CONFLICT (key) DO NOTHING", last[0],
+                " ON CONFLICT (key) DO NOTHING", last,
             )
         await conn.execute(
             "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key)"
