@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from ._insights.patterns import FailurePattern
     from ._kit import Kit
 
+from ._storage.protocol import EXPORT_FIELDS
+
 __all__ = ["FlakyTest", "SuiteInsights", "analyse_tests", "ci_build", "ci_commit"]
 
 #: Environment variables naming the commit under test, first found wins.
@@ -54,6 +56,9 @@ BUILD_VARIABLES = (
     "TRAVIS_BUILD_NUMBER", "BITBUCKET_BUILD_NUMBER", "BUILD_NUMBER", "BUILD_BUILDID",
 )
 #: Markers that say how a test runs, not what it is about.
+#: Where export_rows puts the fields analyse_tests reads.
+_FIELDS = tuple(EXPORT_FIELDS.index(f) for f in (
+    "op_type", "outcome", "ended_at", "key", "error_type", "error_message", "context"))
 _PLUMBING_MARKS = frozenset({"parametrize", "usefixtures", "filterwarnings"})
 _DEFAULT_CONFIG = """\
 # Written by learnkit's pytest plugin: where test outcomes are kept.
@@ -198,7 +203,8 @@ async def analyse_tests(kit: Kit, days: float | None = None) -> SuiteInsights:
     last: dict[str, str] = {}
     n = 0
     async for chunk in kit.database.store.export_rows(since=now - days * DAY):
-        for op_type, outcome, _s, ended, key, et, msg, _d, ctx_text in chunk:
+        for row in chunk:
+            op_type, outcome, ended, key, et, msg, ctx_text = (row[i] for i in _FIELDS)
             if key is None or outcome not in ("success", "failure") or ended >= now:
                 continue
             n += 1

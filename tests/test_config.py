@@ -79,7 +79,7 @@ class TestErrors:
             learnkit.load_config(p)
         assert str(info.value) == (f"{p.resolve()}:1: learnig: unknown table [learnig] "
                                    "(did you mean 'learning'?); learnkit's tables: learning, "
-                                   "storage, thresholds, privacy")
+                                   "storage, thresholds, privacy, alerts")
 
     def test_toml_syntax_error_has_line(self, tmp_path: Path) -> None:
         """A TOML syntax error gives the line."""
