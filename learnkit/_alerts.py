@@ -41,6 +41,7 @@ import attrs
 
 from ._config import AlertsConfig, AlertTargetConfig
 from ._model import DAY
+from ._views.format import json_safe
 
 if TYPE_CHECKING:
     from ._database import Database
@@ -94,14 +95,6 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.0f}%"
 
 
-def _clean(v: Any) -> Any:
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    return v
 
 
 def detect(
@@ -133,7 +126,7 @@ def detect(
                 f"New error cluster in {types}: {c.error_type}",
                 f"{c.count} failures since {_day(c.first_seen)} of `{c.template}` "
                 f"(none in the {s['days']:g} days before). Example: {c.example}",
-                c.first_seen, _clean(data)))
+                c.first_seen, json_safe(data)))
         elif c.trend == "growing" and c.confidence >= confidence:
             out.append(AlertEvent(
                 "growing_cluster", f"growing_cluster:{c.id}",
@@ -141,7 +134,7 @@ def detect(
                 f"{c.count} failures of `{c.template}` in the last {s['days']:g} days against "
                 f"{c.previous_count} in the {s['days']:g} days before (confidence "
                 f"{c.confidence:.2f}). Example: {c.example}",
-                c.last_seen, _clean(data)))
+                c.last_seen, json_safe(data)))
     for p in s["failure_patterns"]:
         if p.kind != "change_point" or p.at is None:
             continue
@@ -150,7 +143,7 @@ def detect(
             f"Success rate of {p.op_type} changed on {_day(p.at)}",
             f"{p.description} ({_pct(p.rate_before)} before, {_pct(p.rate_after)} after; "
             f"confidence {p.confidence or 0:.2f})",
-            p.at, _clean({"op_type": p.op_type, "at": p.at, "rate_before": p.rate_before,
+            p.at, json_safe({"op_type": p.op_type, "at": p.at, "rate_before": p.rate_before,
                           "rate_after": p.rate_after, "confidence": p.confidence,
                           "description": p.description})))
     for ch in history:
@@ -162,7 +155,7 @@ def detect(
             kind, f"change:{ch.id}",
             f"Threshold {ch.name} {verb}: {ch.old_value} -> {ch.new_value}",
             ch.reason or f"{ch.name} is now {ch.new_value}",
-            ch.at, _clean({"id": ch.id, "name": ch.name, "old_value": ch.old_value,
+            ch.at, json_safe({"id": ch.id, "name": ch.name, "old_value": ch.old_value,
                            "new_value": ch.new_value, "kind": ch.kind,
                            "confidence": ch.confidence, "samples": ch.samples})))
     for r in s["recommendations"]:
@@ -171,7 +164,7 @@ def detect(
         out.append(AlertEvent(
             "recommendation", f"recommendation:{r.action}:{r.recommended}",
             f"Recommendation: {r.action}",
-            str(r), now, _clean({"action": r.action, "message": r.message,
+            str(r), now, json_safe({"action": r.action, "message": r.message,
                                  "confidence": r.confidence, "threshold": r.threshold,
                                  "current": r.current, "recommended": r.recommended,
                                  "expected": r.expected})))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import math
 import random
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +32,7 @@ import learnkit
 from ._insights.statistics import beta_cdf, wilson_interval
 from ._model import DAY
 from ._thresholds.admission import admit
+from ._views.format import json_safe
 
 if TYPE_CHECKING:
     from ._kit import Kit
@@ -51,21 +51,10 @@ INSTRUCTIONS = (
 )
 
 
-def _clean(v: Any) -> Any:
-    """Plain JSON data: attrs classes as dicts, non-finite floats as None."""
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if attrs.has(type(v)):
-        return _clean(attrs.asdict(v, recurse=False))
-    return v
 
 
 def _pattern(p: Any) -> dict[str, Any]:
-    d: dict[str, Any] = _clean(p)
+    d: dict[str, Any] = json_safe(p)
     return {k: v for k, v in d.items() if v is not None}
 
 
@@ -80,7 +69,7 @@ def _cluster(c: Any) -> dict[str, Any]:
 
 
 def _cleaned(d: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = _clean(d)
+    out: dict[str, Any] = json_safe(d)
     return out
 
 
@@ -137,8 +126,8 @@ class Tools:
         out = {}
         for name, th in self.kit.config.thresholds.items():
             out[name] = {
-                **_clean(attrs.asdict(th)),
-                "history": [_clean({k: v for k, v in attrs.asdict(c).items()
+                **json_safe(attrs.asdict(th)),
+                "history": [json_safe({k: v for k, v in attrs.asdict(c).items()
                                     if k != "evidence"})
                             for c in history if c.name == name],
             }
@@ -172,7 +161,7 @@ class Tools:
                 elif same and outcome == "failure":
                     f += n
             n = s + f
-            bands.append(_clean({
+            bands.append(json_safe({
                 "threshold": name, "attribute": th.attribute, "value": value,
                 "window_days": days, "successes": s, "failures": f,
                 "success_rate": s / n if n else None,
@@ -195,7 +184,7 @@ class Tools:
         lc = self.kit.config.learning
         summary = await self.kit.insights.generate_summary(lc.window_days)
         made = await self.kit.controller.apply(summary)
-        return {"applied": [_clean({k: v for k, v in attrs.asdict(c).items()
+        return {"applied": [json_safe({k: v for k, v in attrs.asdict(c).items()
                                     if k != "evidence"}) for c in made],
                 "recommended": summary["recommended_thresholds"]}
 

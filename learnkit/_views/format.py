@@ -37,3 +37,17 @@ def hours_text(hours: list[int]) -> str:
 def signed(x: float | None) -> str:
     return "n/a" if x is None else f"{x:+.2f}"
 
+
+def json_safe(v: Any) -> Any:
+    """Plain JSON data: attrs classes as dicts, tuples as lists, non-finite floats as None."""
+    import attrs
+
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {str(k): json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    if attrs.has(type(v)):
+        return json_safe(attrs.asdict(v, recurse=False))
+    return v
