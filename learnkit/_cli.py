@@ -84,19 +84,26 @@ async def _kit(
     args: argparse.Namespace, *, need_data: bool = True, read_only: bool = True
 ) -> Any:
     """Open the kit for a read command, refusing a missing or empty database."""
+    from ._storage.factory import database_url, is_postgres, sqlite_path
+
     cfg = learnkit.load_config(args.config)
-    if need_data and not cfg.database_path.exists():
+    where = sqlite_path(cfg)
+    # A server has no file to look for: an empty store is found below.
+    if need_data and not is_postgres(database_url(cfg)) and not where.exists():
         raise CliError(
-            f"no database at {cfg.database_path} yet: nothing has been recorded; run your "
+            f"no database at {where} yet: nothing has been recorded; run your "
             "instrumented program, `learnkit import FILE`, or `learnkit demo`"
         )
-    read_only = read_only and cfg.database_path.exists()  # nothing to read: create it
+    # Nothing to read: create it. A PostgreSQL store has no read-only mode (a server
+    # is shared: reading it is harmless, and a read-only role is the way to enforce it).
+    read_only = read_only and not is_postgres(database_url(cfg)) and where.exists()
     async with learnkit.open(args.config, learning_loop=False, read_only=read_only,
                              clock=getattr(args, "clock", None)) as kit:
         if need_data:
             if not await kit.database.store.has_operations():
                 raise CliError(
-                    f"the database {cfg.database_path} has no operations yet; record some "
+                    f"the database {kit.database.store.location} has no operations yet; "
+                    "record some "
                     "(see docs/getting-started.md) or run `learnkit import FILE`"
                 )
         yield kit
@@ -491,6 +498,30 @@ async def cmd_export(args: argparse.Namespace, out: IO[str]) -> int:
     return 0
 
 
+async def cmd_migrate(args: argparse.Namespace, out: IO[str]) -> int:
+    from ._storage.factory import is_postgres, postgres_store
+    from ._storage.migrate import migrate_sqlite
+    from ._storage.postgres import redact_url
+
+    cfg = learnkit.load_config(args.config)
+    if not is_postgres(args.to):
+        raise CliError(f"--to must be a postgresql://user@host:5432/db URL, got "
+                       f"{redact_url(args.to)!r}", 2)
+    source = cfg.database_path  # the file of [storage] path, whatever the environment says
+    target = postgres_store(args.to, cfg)
+    with _progress(f"migrating {source.name}", None, _isatty(sys.stderr)) as step:
+        report = await migrate_sqlite(
+            source, target, {n: t.value for n, t in cfg.thresholds.items()},
+            force=args.force, progress=step,
+        )
+    print(f"migrated {report.operations:,} operation(s) from {source} to {target.location}"
+          f" ({report.abandoned:,} still running there, now abandoned), "
+          f"{report.rollup_rows:,} rollup row(s), {report.changes:,} threshold change(s); "
+          f"{report.thresholds_seeded} threshold value(s) seeded", file=out)
+    print(f"next: set [storage] url = \"{target.location}\" in {cfg.path}", file=out)
+    return 0
+
+
 async def cmd_demo(args: argparse.Namespace, out: IO[str]) -> int:
     import time
 
@@ -571,8 +602,10 @@ async def cmd_gate(args: argparse.Namespace, out: IO[str]) -> int:
         raise CliError(str(exc), exc.code) from None
     except LearnkitError as exc:  # a missing or invalid config: a usage error
         raise CliError(str(exc), USAGE) from None
-    if not cfg.database_path.exists():
-        raise CliError(f"no database at {cfg.database_path}: nothing to judge", NO_DATA)
+    from ._storage.factory import database_url, is_postgres, sqlite_path
+
+    if not is_postgres(database_url(cfg)) and not sqlite_path(cfg).exists():
+        raise CliError(f"no database at {sqlite_path(cfg)}: nothing to judge", NO_DATA)
     async with _kit(args, need_data=False) as kit:
         try:
             return await run_gate(opts, kit.database.store, kit.config, kit.now(), out)
@@ -680,6 +713,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--allow-apply", action="store_true",
                    help="add a tool that applies threshold recommendations (default: read-only)")
     s.set_defaults(run=cmd_mcp)
+
+    s = sub.add_parser("migrate", parents=[common],
+                       help="move the SQLite history into a PostgreSQL store")
+    s.add_argument("--to", required=True, metavar="URL",
+                   help="postgresql://user@host:5432/db (password: storage.password_env, "
+                        "PGPASSWORD or ~/.pgpass)")
+    s.add_argument("--force", action="store_true",
+                   help="copy a file already migrated into that store again")
+    s.set_defaults(run=cmd_migrate)
     return p
 
 

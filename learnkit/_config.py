@@ -88,6 +88,17 @@ class StorageConfig:
     flush_interval: float = 0.1
     #: Records queued before async callers wait (backpressure).
     max_queue: int = 100_000
+    #: A shared PostgreSQL store, ``postgresql://user@host:5432/db`` (no password);
+    #: empty: the SQLite file at ``path``. ``LEARNKIT_DATABASE_URL`` overrides it.
+    url: str = ""
+    #: The environment variable holding the PostgreSQL password (else PGPASSWORD or
+    #: ~/.pgpass); the password itself is never written in this file.
+    password_env: str = ""
+    #: Connections each process keeps to a PostgreSQL store, at most.
+    pool_size: int = 4
+    #: Delete raw rows older than this many days (0: keep them); rollups and the
+    #: threshold history stay, so trends outlive the rows.
+    retention_days: float = 0.0
 
 
 @attrs.frozen
@@ -386,6 +397,20 @@ def _validate(cfg: Config, report: Any) -> None:
     for name in ("busy_timeout", "flush_interval"):
         if not getattr(sc, name) > 0:
             report(f"storage.{name}", "must be a positive number of seconds")
+    if sc.url:
+        if not sc.url.startswith(("postgresql://", "postgres://")):
+            report("storage.url", f"must be a postgresql://user@host:5432/db URL, got {sc.url!r}")
+        elif _url_password(sc.url):
+            report("storage.url", "holds a password; never write it in this file: name an "
+                   "environment variable in storage.password_env (or use PGPASSWORD or "
+                   "~/.pgpass) and drop it from the URL")
+    if sc.password_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", sc.password_env):
+        report("storage.password_env",
+               f"must name an environment variable, got {sc.password_env!r}")
+    if sc.pool_size < 1:
+        report("storage.pool_size", "must be at least 1")
+    if not (sc.retention_days >= 0 and math.isfinite(sc.retention_days)):
+        report("storage.retention_days", "must be a number of days, or 0 to keep every row")
     for i, pattern in enumerate(cfg.privacy.patterns):
         try:
             re.compile(pattern)
@@ -429,6 +454,15 @@ def _validate_alerts(ac: AlertsConfig, report: Any) -> None:
                 report(f"{base}.events", f"{e!r} is not one of {', '.join(ALERT_EVENTS)}")
         if not (0 < t.timeout <= 300):
             report(f"{base}.timeout", f"must lie in (0, 300] seconds, got {t.timeout}")
+
+
+def _url_password(url: str) -> bool:
+    import urllib.parse
+
+    try:
+        return urllib.parse.urlsplit(url).password is not None
+    except ValueError:
+        return False
 
 
 def parse_config(text: str, path: Path) -> Config:
@@ -524,6 +558,14 @@ class LiveConfig:
 
     def __init__(self, config: Config, *, check_every: float = 1.0) -> None:
         self._config = config
+        #: The config as the file says it, before the overlay.
+        self.file_config = config
+        #: Threshold values in force instead of the file's (a shared store's); see
+        #: :meth:`set_overlay`.
+        self.overlay: dict[str, Number] = {}
+        #: Values a person changed in the file while an overlay was in force: they
+        #: win, here at once and, once pushed, in the shared store.
+        self.edits: dict[str, Number] = {}
         self._check_every = check_every
         self._checked = time.monotonic()
         self._stat = self._signature()
@@ -560,6 +602,13 @@ class LiveConfig:
             return False
         self._last_error = None
         changed = fresh.digest != self._config.digest
+        previous, self.file_config = self.file_config, fresh
+        if self.overlay:
+            for name, t in fresh.thresholds.items():
+                was = previous.thresholds.get(name)
+                if was is not None and was.value != t.value:
+                    self.overlay[name] = self.edits[name] = t.value
+        fresh = self._overlaid(fresh)
         if changed:
             old = {k: t.value for k, t in self._config.thresholds.items()}
             new = {k: t.value for k, t in fresh.thresholds.items()}
@@ -570,6 +619,32 @@ class LiveConfig:
 
     def set(self, config: Config) -> None:
         """Install a config this process has just written."""
-        self._config = config
+        self.file_config = config
+        self._config = self._overlaid(config)
         self._stat = self._signature()
         self._checked = time.monotonic()
+
+    def set_overlay(self, values: dict[str, Number]) -> None:
+        """Put these threshold values in force instead of the file's (names the file
+        does not define are ignored); the file itself is not touched."""
+        values = {**values, **self.edits}  # an edit not pushed yet stays in force
+        if values == self.overlay:
+            return
+        old = {k: t.value for k, t in self._config.thresholds.items()}
+        self.overlay = values
+        self._config = self._overlaid(self.file_config)
+        new = {k: t.value for k, t in self._config.thresholds.items()}
+        if old != new:
+            log.info("learnkit: thresholds now %s (were %s), from the shared store", new, old)
+
+    def _overlaid(self, config: Config) -> Config:
+        if not self.overlay:
+            return config
+        thresholds = dict(config.thresholds)
+        for name, value in self.overlay.items():
+            t = thresholds.get(name)
+            if t is not None and value != t.value:
+                kept: Number = (int(value) if isinstance(t.value, int)
+                                and float(value).is_integer() else value)
+                thresholds[name] = attrs.evolve(t, value=kept)
+        return attrs.evolve(config, thresholds=thresholds)

@@ -9,10 +9,14 @@ configuration in force. The kit builds one; nothing here knows the kit.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._config import Config, LiveConfig
 from ._storage.protocol import Store
 from ._tracking import Recorder
+
+if TYPE_CHECKING:
+    from ._thresholds.shared import SharedThresholds
 
 __all__ = ["Database"]
 
@@ -30,6 +34,8 @@ class Database:
         #: Exploration of the band next to each threshold, set by the learning loop:
         #: name -> (the threshold value it was computed for, probability).
         self.exploration: dict[str, tuple[float, float]] = {}
+        #: Threshold values held by a shared store (PostgreSQL), or None: learnkit.toml's.
+        self.shared: SharedThresholds | None = None
 
     @property
     def config(self) -> Config:

@@ -22,6 +22,7 @@ from ._database import Database
 from ._errors import KitClosedError, UnknownThresholdError, did_you_mean
 from ._insights.generator import InsightsGenerator
 from ._model import (
+    DAY,
     MAX_TIME,
     RECORDABLE_OUTCOMES,
     Operation,
@@ -31,11 +32,13 @@ from ._model import (
     valid_time,
 )
 from ._scrub import Scrubber
-from ._storage.sqlite import SQLiteStore
+from ._storage.factory import store_for
+from ._storage.protocol import SharedThresholdStore
 from ._storage.writer import Writer, WriterStats
 from ._thresholds.admission import Admission, admit
 from ._thresholds.controller import ThresholdController
 from ._thresholds.loop import LearningLoop, LearningReport
+from ._thresholds.shared import SharedThresholds
 from ._tracking import (
     OperationTracker,
     Recorder,
@@ -128,10 +131,8 @@ class Kit:
         self._clock: Clock = clock or time.time
         self._random = random or _random.Random()
         self._loop_task: asyncio.Task[None] | None = None
-        self._store = SQLiteStore(
-            config.database_path, busy_timeout=config.storage.busy_timeout,
-            read_only=read_only,
-        )
+        self._store = store_for(config, read_only=read_only)
+        self._background: list[asyncio.Task[None]] = []
         self._writer = Writer(
             self._store,
             batch_size=config.storage.batch_size,
@@ -160,6 +161,8 @@ class Kit:
         #: What ``kit.config.update`` calls (bound once: the identity is checked).
         self._update = self.controller.update
         self.thresholds = Thresholds(self._live)
+        if isinstance(self._store, SharedThresholdStore):
+            self.database.shared = SharedThresholds(self._store, self._live)
         self._closed = True
         #: ``LEARNKIT_DISABLED=1``: instrumentation records nothing.
         self.disabled = _env.disabled()
@@ -177,10 +180,17 @@ class Kit:
 
     async def _open(self) -> None:
         await self._store.open()
+        if self.database.shared is not None:
+            try:
+                await self.database.shared.pull()
+            except BaseException:
+                await self._store.aclose()
+                raise
         self._closed = False
         if self._read_only:
             return
         self._writer.start()
+        self._start_background()
         if self._start_loop:
             self._loop_task = asyncio.get_running_loop().create_task(
                 self._learning.run(), name="learnkit-learning-loop"
@@ -199,6 +209,50 @@ class Kit:
                 f"{what} on a closed kit ({self.config.path}); open one with "
                 "`async with learnkit.open(...)`"
             )
+
+    def _start_background(self) -> None:
+        """Following a shared store's threshold values; pruning old rows."""
+        loop = asyncio.get_running_loop()
+        if self.database.shared is not None:
+            self._background.append(loop.create_task(
+                self._follow_shared(), name="learnkit-shared-thresholds"))
+        if self.config.storage.retention_days > 0:
+            self._background.append(loop.create_task(
+                self._prune_forever(), name="learnkit-retention"))
+
+    async def _follow_shared(self) -> None:
+        """Re-read the shared threshold values: within an analysis interval, 30 s at most."""
+        shared = self.database.shared
+        assert shared is not None
+        while True:
+            await asyncio.sleep(max(0.05, min(self.config.learning.analysis_interval / 2, 30.0)))
+            try:
+                await shared.pull()
+            except Exception as exc:  # a lost connection: try again next time
+                log.debug("learnkit: could not re-read the shared thresholds: %s", exc)
+
+    async def prune(self) -> int:
+        """Delete raw rows older than ``storage.retention_days`` now (rollups and the
+        threshold history stay); the rows deleted. The kit also does this by itself,
+        a minute after opening and then every hour."""
+        days = self.config.storage.retention_days
+        if days <= 0:
+            return 0
+        self._check_open("kit.prune()")
+        n = await self._store.prune(self.now() - days * DAY)
+        if n:
+            log.info("learnkit: pruned %d row(s) older than %g day(s) from %s",
+                     n, days, self._store.location)
+        return n
+
+    async def _prune_forever(self) -> None:
+        await asyncio.sleep(60.0)
+        while True:
+            try:
+                await self.prune()
+            except Exception as exc:
+                log.warning("learnkit: retention: could not prune old rows: %s", exc)
+            await asyncio.sleep(3600.0)
 
     def now(self) -> float:
         """The kit's clock: Unix seconds, UTC."""
@@ -415,6 +469,10 @@ class Kit:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
             self._loop_task = None
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background.clear()
         if self._read_only:
             await self._store.aclose()
             return

@@ -37,11 +37,11 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pytest
 
-from ._storage.protocol import EXPORT_FIELDS
-
 if TYPE_CHECKING:
     from ._insights.patterns import FailurePattern
     from ._kit import Kit
+
+from ._storage.protocol import EXPORT_FIELDS
 
 __all__ = ["FlakyTest", "SuiteInsights", "analyse_tests", "ci_build", "ci_commit"]
 
@@ -56,6 +56,9 @@ BUILD_VARIABLES = (
     "TRAVIS_BUILD_NUMBER", "BITBUCKET_BUILD_NUMBER", "BUILD_NUMBER", "BUILD_BUILDID",
 )
 #: Markers that say how a test runs, not what it is about.
+#: Where export_rows puts the fields analyse_tests reads.
+_FIELDS = tuple(EXPORT_FIELDS.index(f) for f in (
+    "op_type", "outcome", "ended_at", "key", "error_type", "error_message", "context"))
 _PLUMBING_MARKS = frozenset({"parametrize", "usefixtures", "filterwarnings"})
 _DEFAULT_CONFIG = """\
 # Written by learnkit's pytest plugin: where test outcomes are kept.
@@ -66,9 +69,6 @@ enabled = false
 path = "learnkit.db"
 """
 
-
-#: Column of each field in the rows Store.export_rows yields.
-_F = {name: i for i, name in enumerate(EXPORT_FIELDS)}
 
 def ci_commit(environ: Mapping[str, str] | None = None) -> str | None:
     """The commit a CI system says is under test (``GITHUB_SHA``, ``CI_COMMIT_SHA``, ...)."""
@@ -204,11 +204,8 @@ async def analyse_tests(kit: Kit, days: float | None = None) -> SuiteInsights:
     n = 0
     async for chunk in kit.database.store.export_rows(since=now - days * DAY):
         for row in chunk:
-            op_type, outcome, ended, key = (row[_F["op_type"]], row[_F["outcome"]],
-                                            row[_F["ended_at"]], row[_F["key"]])
-            et, msg, ctx_text = row[_F["error_type"]], row[_F["error_message"]], row[_F["context"]]
-            if key is None or outcome not in ("success", "failure") or ended is None \
-                    or ended >= now:
+            op_type, outcome, ended, key, et, msg, ctx_text = (row[i] for i in _FIELDS)
+            if key is None or outcome not in ("success", "failure") or ended >= now:
                 continue
             n += 1
             ctx = json.loads(ctx_text) if isinstance(ctx_text, str) else (ctx_text or {})

@@ -13,6 +13,9 @@ from .conftest import T0, Clock
 
 DAY = 86400.0
 
+#: Every test here runs on each storage backend (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
+
 
 async def populate(kit: learnkit.Kit, n: int, seed: int, span_days: float = 40) -> list[tuple[float, str, str]]:
     rng = random.Random(seed)

@@ -19,6 +19,9 @@ from learnkit import track, tracked
 
 from .conftest import rows
 
+#: Every test here runs on each storage backend (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
+
 
 class DomainError(Exception):
     """A user exception with a module-qualified name."""

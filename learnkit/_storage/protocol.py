@@ -17,8 +17,8 @@ start.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Any, NamedTuple, Protocol
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import attrs
 
@@ -26,7 +26,8 @@ from .._model import Operation
 from .rollup import Aggregate
 
 __all__ = [
-    "EXPORT_FIELDS", "Batch", "ExportRow", "ImportRecord", "ImportResult", "Store", "WindowStats",
+    "EXPORT_FIELDS", "Batch", "ExportRow", "ImportRecord", "ImportResult", "SharedThresholdStore",
+    "Store", "WindowStats",
 ]
 
 #: One stored operation as export sees it, in :data:`EXPORT_FIELDS` order
@@ -267,4 +268,44 @@ class Store(Protocol):
 
     async def meta_swap(self, key: str, expected: str | None, new: str) -> bool:
         """Set ``key`` to ``new`` only if it still holds ``expected``; True if it did."""
+        ...
+
+    # -- retention ---------------------------------------------------------------
+
+    async def prune(self, before: float) -> int:
+        """Delete raw rows that ended before ``before`` (rounded down to a whole
+        hour; abandoned rows by their start); rollups and the change history stay.
+        Returns the rows deleted."""
+        ...
+
+
+@runtime_checkable
+class SharedThresholdStore(Protocol):
+    """A store many hosts share, which holds the threshold values themselves.
+
+    Every host reads the values from here (overlaid on learnkit.toml's) and a
+    change is a compare-and-set on the threshold's version, so exactly one
+    host applies it. PostgreSQL is one; the SQLite file is not.
+    """
+
+    async def threshold_values(self) -> dict[str, tuple[float, int]]:
+        """Every shared threshold: name -> (value, version)."""
+        ...
+
+    async def threshold_seed(self, values: Mapping[str, float]) -> None:
+        """Add the thresholds the store does not hold yet, at these values."""
+        ...
+
+    async def threshold_swap(
+        self,
+        name: str,
+        version: int | None,
+        value: float,
+        change: Mapping[str, Any] | None = None,
+        *,
+        rolled_back: int | None = None,
+    ) -> int | None:
+        """Set ``name`` to ``value`` if still at ``version`` (None: whatever it is),
+        recording ``change`` (and marking change ``rolled_back``) in the same
+        transaction; the change's id, or None when another host moved it first."""
         ...

@@ -37,7 +37,7 @@ from .schema import MIGRATIONS, SCHEMA_VERSION
 
 T = TypeVar("T")
 
-__all__ = ["Prepared", "SQLiteStore", "split_window"]
+__all__ = ["HistoryReader", "Prepared", "SQLiteStore", "split_window"]
 
 
 
@@ -1116,3 +1116,84 @@ class SQLiteStore:
         return [r[0] for r in await self.fetchall(
             "SELECT DISTINCT op_type FROM rollup_hourly ORDER BY 1"
         )]
+
+    # -- retention ---------------------------------------------------------
+
+    async def prune(self, before: float, *, chunk: int = 20_000) -> int:
+        """Delete rows that ended (or, abandoned, started) before ``before``, rounded
+        down to a whole hour, a chunk per transaction; rollups and history stay."""
+        cut = math.floor(before / HOUR) * HOUR
+
+        def delete(sql: str, args: Sequence[Any]) -> int:
+            with self._transaction() as conn:
+                return conn.execute(sql, args).rowcount
+
+        total = 0
+        while True:
+            n = await self._in_thread(
+                delete, "DELETE FROM operations WHERE id IN (SELECT id FROM operations"
+                " WHERE ended_at < ? LIMIT ?)", (cut, chunk),
+            )
+            total += n
+            if n < chunk:
+                break
+        total += await self._in_thread(
+            delete, "DELETE FROM operations WHERE ended_at IS NULL AND outcome = 'abandoned'"
+            " AND started_at < ?", (cut,),
+        )
+        await self._in_thread(
+            delete, "DELETE FROM sessions WHERE state != 'open' AND ended_at < ?", (cut,)
+        )
+        return total
+
+
+class HistoryReader:
+    """A whole SQLite store read back raw, read-only (to migrate it elsewhere).
+
+    Open the store with :class:`SQLiteStore` first so that its schema is current.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+    def close(self) -> None:
+        """Close the file."""
+        self._conn.close()
+
+    def count(self) -> int:
+        """Operation rows."""
+        return int(self._conn.execute("SELECT count(*) FROM operations").fetchone()[0])
+
+    def ids(self) -> Iterator[int]:
+        """Every operation id, in order."""
+        return (r[0] for r in self._conn.execute("SELECT id FROM operations ORDER BY id"))
+
+    def operations(self, columns: Sequence[str], chunk: int) -> Iterator[list[tuple[Any, ...]]]:
+        """Every operation row (these columns) in id order, in chunks."""
+        cur = self._conn.execute(f"SELECT {', '.join(columns)} FROM operations ORDER BY id")
+        while batch := cur.fetchmany(chunk):
+            yield batch
+
+    def rollups(self) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+        """The four rollups' rows: hourly (op_type, hour, outcome, n, duration_sum),
+        context, error and error-context (hour first, count last)."""
+        q = self._conn.execute
+        return (
+            q("SELECT op_type, hour, outcome, n, duration_sum FROM rollup_hourly").fetchall(),
+            q("SELECT hour, op_type, attr, value, outcome, explore, n FROM context_rollup")
+            .fetchall(),
+            q("SELECT hour, op_type, error_type, signature, n, first_seen, last_seen, example"
+              " FROM error_rollup").fetchall(),
+            q("SELECT hour, op_type, error_type, signature, attr, value, n"
+              " FROM error_context_rollup").fetchall(),
+        )
+
+    def changes(self, columns: Sequence[str]) -> list[tuple[Any, ...]]:
+        """Threshold changes (these columns), oldest first."""
+        return self._conn.execute(
+            f"SELECT {', '.join(columns)} FROM threshold_changes ORDER BY at, id").fetchall()
+
+    def meta(self, key: str) -> str | None:
+        """A value of the meta table."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return None if row is None else str(row[0])

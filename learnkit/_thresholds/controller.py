@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import attrs
 
+from .._config import load_config
 from .._errors import ConcurrentEditError, LearnkitError, UnknownThresholdError
 from .._insights.patterns import Summary
 from .._model import DAY
@@ -223,6 +224,35 @@ class ThresholdController:
         self._db.live.set(written)
         return written
 
+    async def _refresh(self) -> None:
+        """Re-read the values in force: the file, and a shared store's values."""
+        self._db.live.refresh(force=True)
+        if self._db.shared is not None:
+            await self._db.shared.pull()
+
+    async def _commit_change(
+        self, cfg: Config, name: str, value: int | float, row: dict[str, Any],
+        *, rolled_back: int | None = None,
+    ) -> int:
+        """Put ``value`` in force and record ``row``; the change's id.
+
+        With a shared store: one compare-and-set on the threshold's version,
+        the record in the same transaction. Otherwise: rewrite learnkit.toml,
+        then record.
+
+        Raises:
+            ConcurrentEditError: the file, or the shared value, changed since read.
+        """
+        shared = self._db.shared
+        if shared is not None:
+            # The file holds this host's policy (bounds, step): never act on a broken one.
+            await anyio.to_thread.run_sync(load_config, cfg.path)
+            return await shared.swap(name, value, row, rolled_back=rolled_back)
+        await self._write(cfg, name, value)
+        if rolled_back is not None:
+            await self._db.store.update_change(rolled_back, status="rolled_back")
+        return await self._db.store.record_change(row)
+
     async def apply(self, summary: Summary) -> list[ThresholdChange]:
         """Apply the summary's threshold recommendations that clear every guard rail.
 
@@ -256,7 +286,7 @@ class ThresholdController:
         db = self._db
         name = rec.threshold
         for _attempt in range(3):
-            db.live.refresh(force=True)
+            await self._refresh()
             cfg = db.live.config
             lc = cfg.learning
             th = cfg.thresholds.get(name)
@@ -303,10 +333,6 @@ class ThresholdController:
                             "learnkit: %s not changed: %s -> %s was rolled back on evidence "
                             "that is still in the window", name, th.value, new_v)
                         return None
-            try:
-                await self._write(cfg, name, new_v)
-            except ConcurrentEditError:
-                continue  # someone edited the file: re-read and decide again
             kind = "lower" if new_v < th.value else "raise"
             row = {
                 "at": db.now(), "name": name, "old_value": th.value, "new_value": new_v,
@@ -314,7 +340,10 @@ class ThresholdController:
                 "evidence": json.dumps(_evidence(rec), default=str), "samples": samples,
                 "status": "applied",
             }
-            row_id = await db.store.record_change(row)
+            try:
+                row_id = await self._commit_change(cfg, name, new_v, row)
+            except ConcurrentEditError:
+                continue  # someone edited the file (or another host moved it): decide again
             self.logger.info("learnkit: %s %s -> %s (confidence %.2f): %s",
                              name, th.value, new_v, rec.confidence, rec.message)
             return _change({**row, "id": row_id, "verdict": None, "verdict_at": None})
@@ -331,7 +360,7 @@ class ThresholdController:
                 edit is kept.
         """
         db = self._db
-        db.live.refresh(force=True)
+        await self._refresh()
         cfg = db.live.config
         th = self._threshold(cfg, name)
         applied = [c for c in await self.history(name)
@@ -345,14 +374,12 @@ class ThresholdController:
                 "left it; it was edited since, so the edit is kept"
             )
         assert last.old_value is not None
-        await self._write(cfg, name, last.old_value)
-        await db.store.update_change(last.id, status="rolled_back")
         row = {
             "at": db.now(), "name": name, "old_value": th.value,
             "new_value": last.old_value, "kind": "rollback", "confidence": None,
             "reason": reason, "evidence": "[]", "samples": None, "status": "applied",
         }
-        row_id = await db.store.record_change(row)
+        row_id = await self._commit_change(cfg, name, last.old_value, row, rolled_back=last.id)
         self._on_change()
         self.logger.warning("learnkit: %s rolled back %s -> %s: %s",
                             name, th.value, last.old_value, reason)
@@ -478,6 +505,8 @@ class ThresholdController:
         before and after is reported, never a reason.
         """
         db = self._db
+        if db.shared is not None:
+            await db.shared.pull()
         cfg = db.config
         verdicts = []
         for name, th in cfg.thresholds.items():

@@ -37,7 +37,7 @@ class Snapshot:
 
     now: float
     config_path: Path
-    database_path: Path
+    database_path: Path | str  # a path, or a server URL without password
     #: The window every number is computed over, in days.
     days: float
     #: ``learning.window_days``: the window the learning loop and
@@ -74,7 +74,7 @@ async def collect(kit: Kit, days: float | None = None, *, weeks: int = 4,
             durations[t] = await a.get_duration_percentiles(days, op_type=t)
     summary = await kit.insights.generate_summary(days)  # flushes what is queued first
     return Snapshot(
-        now=kit.now(), config_path=kit.config.path, database_path=kit.database.path,
+        now=kit.now(), config_path=kit.config.path, database_path=kit.database.store.location,
         days=days, window_days=lc.window_days, rate=await a.get_rate(days),
         top=await a.get_rate(days, top_level=True), by_type=by_type,
         trend=await a.get_weekly_trend(weeks, top_level=True),

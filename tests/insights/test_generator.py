@@ -11,10 +11,14 @@ import pytest
 
 import learnkit
 
-from ..conftest import T0, Clock, write_config
+from ..conftest import T0, Backend, Clock, reset, write_config
 
 DAY = 86400.0
 Gen = Callable[[random.Random, float], tuple[bool, dict[str, Any], str | None]]
+
+
+#: Every test here runs on each storage backend (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
 
 
 async def summary_of(
@@ -197,7 +201,7 @@ class TestSpecificationExample:
 
 class TestHonesty:
     @pytest.mark.slow
-    async def test_noise_gives_no_recommendation(self, tmp_path: Path) -> None:
+    async def test_noise_gives_no_recommendation(self, tmp_path: Path, backend: Backend) -> None:
         """Outcomes independent of eight attributes: at most 1 of 40 seeds recommends anything."""
 
         def gen(r: random.Random, t: float) -> tuple[bool, dict[str, Any], str]:
@@ -211,6 +215,7 @@ class TestHonesty:
         for seed in range(40):
             d = tmp_path / str(seed)
             d.mkdir()
+            reset(backend)  # each seed its own store, on a server too
             s = await summary_of(d, gen, 1500, seed=seed, span_days=14)
             if s["recommendations"]:
                 with_recs.append((seed, [r.action for r in s["recommendations"]]))
@@ -255,10 +260,11 @@ class TestHonesty:
             p = 0.6 if region == "eu" else 0.285 if lang == "a" else 0.22
             return r.random() < p, {"lang": lang, "region": region}, "x"
 
-        (tmp_path / "lax").mkdir()
-        (tmp_path / "strict").mkdir()
-        lax = await summary_of(tmp_path / "lax", gen, 3000)
-        s = await summary_of(tmp_path / "strict", gen, 3000, config=strict)
+        # One history (one SQLite file, or the test's PostgreSQL schema), read twice:
+        # first under the default 0.7, then under a config that asks for 0.95.
+        lax = await summary_of(tmp_path, gen, 3000)
+        async with learnkit.open(_write(tmp_path, strict), clock=Clock()) as kit:
+            s = await kit.insights.generate_summary(days=7)
         assert s["recommendations"], "the planted region cause should be recommended"
         assert all(r.confidence >= 0.95 for r in s["recommendations"])
         assert any("region == 'eu'" in r.message for r in s["recommendations"])

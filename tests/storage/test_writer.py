@@ -14,24 +14,35 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
 import learnkit
 from learnkit import track, tracked
 
-from ..conftest import rows, write_config
+from ..conftest import Backend, rows, sql, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
+#: Every test here runs on each storage backend (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
 
-def count(db: Path, where: str = "1") -> int:
-    conn = sqlite3.connect(db)
-    try:
-        return int(conn.execute(f"SELECT count(*) FROM operations WHERE {where}").fetchone()[0])
-    finally:
-        conn.close()
+
+def count(db: Path, where: str = "TRUE") -> int:
+    """Operations matching ``where`` on the active backend (``db``: the SQLite file)."""
+    return int(sql(db, f"SELECT count(*) AS n FROM operations WHERE {where}")[0]["n"])
+
+
+def scalar(db: Path, query: str) -> Any:
+    """The one value a query returns, on the active backend."""
+    (row,) = sql(db, query)
+    (value,) = row.values()
+    return value
+
+
+#: Tests of SQLite's own faults (its locks, its page limit).
+sqlite_only = pytest.mark.sqlite_only
 
 
 @tracked("unit")
@@ -63,10 +74,7 @@ class TestVolume:
         assert count(db) == 100_000
         assert count(db, "outcome = 'failure'") == len([i for i in range(100_000) if i % 7 == 0])
         assert (stats.enqueued, stats.written, stats.dropped) == (100_000, 100_000, 0)
-        conn = sqlite3.connect(db)
-        rolled = conn.execute("SELECT sum(n) FROM rollup_hourly").fetchone()[0]
-        conn.close()
-        assert rolled == 100_000
+        assert scalar(db, "SELECT sum(n) FROM rollup_hourly") == 100_000
 
     async def test_backpressure_keeps_every_async_record(self, tmp_path: Path) -> None:
         """With a tiny queue, async callers wait instead of losing records."""
@@ -165,6 +173,7 @@ class TestRunningRows:
 
 
 class TestFaults:
+    @sqlite_only
     async def test_locked_database_is_retried_not_raised(
         self, tmp_path: Path, caplog: pytest.LogCaptureFixture
     ) -> None:
@@ -185,6 +194,7 @@ class TestFaults:
         assert count(tmp_path / "learnkit.db") == 30
         assert "kept and retried" in caplog.text
 
+    @sqlite_only
     async def test_full_database_is_retried_not_raised(self, kit: learnkit.Kit) -> None:
         """SQLITE_FULL (a real page limit) keeps the records; they land once space returns."""
         store = kit._store
@@ -247,10 +257,9 @@ class TestProcesses:
         assert count(db) == 20_000
         for k in range(4):
             assert count(db, f"key LIKE 'p{k}-%'") == 5000
-        conn = sqlite3.connect(db)
-        assert conn.execute("SELECT count(DISTINCT session_id) FROM operations").fetchone()[0] == 4
-        assert conn.execute("SELECT sum(n) FROM rollup_hourly").fetchone()[0] == 20_000
-        conn.close()
+        assert scalar(db, "SELECT count(DISTINCT session_id) FROM operations") == 4
+        assert scalar(db, "SELECT count(DISTINCT id) FROM operations") == 20_000
+        assert scalar(db, "SELECT sum(n) FROM rollup_hourly") == 20_000
 
 
 CRASHER = textwrap.dedent(
@@ -288,7 +297,7 @@ CRASHER = textwrap.dedent(
 
 class TestCrash:
     @pytest.mark.slow
-    def test_sigkill_under_load(self, tmp_path: Path) -> None:
+    def test_sigkill_under_load(self, tmp_path: Path, backend: Backend) -> None:
         """After SIGKILL: integrity holds, flushed work is all there, running rows are abandoned."""
         cfg = write_config(tmp_path)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -303,9 +312,10 @@ class TestCrash:
         proc.wait(timeout=30)
         proc.stdout.close()
         db = tmp_path / "learnkit.db"
-        conn = sqlite3.connect(db)
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        conn.close()
+        if not backend.shared:
+            conn = sqlite3.connect(db)
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            conn.close()
         assert count(db, "op_type = 'quick' AND CAST(substr(key, 3) AS INTEGER) < 20000") == 20000
         assert count(db, "op_type = 'hung' AND outcome = 'running'") == 7
 
@@ -317,11 +327,9 @@ class TestCrash:
         assert stats.abandoned_on_open == 7
         assert count(db, "op_type = 'hung' AND outcome = 'abandoned'") == 7
         assert count(db, "outcome = 'running'") == 0
-        conn = sqlite3.connect(db)
-        n = conn.execute(
-            "SELECT sum(n) FROM rollup_hourly WHERE op_type = 'hung' AND outcome = 'abandoned'"
-        ).fetchone()[0]
-        conn.close()
+        n = scalar(
+            db, "SELECT sum(n) FROM rollup_hourly WHERE op_type = 'hung' AND outcome = 'abandoned'"
+        )
         assert n == 7
 
     async def test_live_sessions_are_not_abandoned(self, config_path: Path) -> None:
@@ -452,6 +460,7 @@ class TestPoisonRecords:
         msg = rows(kit.database.path, "op_type = 'long'")[0]["error_message"]
         assert len(msg) < 4100 and msg.endswith("[truncated 9996000 chars]")
 
+    @sqlite_only  # the SQLite store's internals and file
     async def test_a_row_the_store_refuses_is_isolated_not_retried_forever(
         self, kit: learnkit.Kit
     ) -> None:
@@ -482,6 +491,7 @@ def _writer_threads() -> list[str]:
 class TestShutdown:
     """Closing keeps everything, whatever cancels the task that owns the kit."""
 
+    @sqlite_only  # the SQLite store's internals and file
     async def test_double_cancellation_keeps_every_record(self, config_path: Path) -> None:
         async def owner(started: asyncio.Event) -> None:
             async with learnkit.open(config_path) as kit:
@@ -516,6 +526,7 @@ class TestShutdown:
         assert _writer_threads() == []
         assert kit.stats.dropped == 0
 
+    @sqlite_only  # the SQLite store's internals and file
     async def test_close_with_in_flight_ops_then_reopen_abandons_them(
         self, config_path: Path
     ) -> None:
@@ -536,6 +547,7 @@ class TestShutdown:
             assert kit2.stats.abandoned_on_open == 5
         assert count(config_path.parent / "learnkit.db", "outcome = 'abandoned'") == 5
 
+    @sqlite_only  # the SQLite store's internals and file
     async def test_flush_timeout_holds_against_the_busy_timeout(self, tmp_path: Path) -> None:
         cfg = write_config(tmp_path, busy_timeout=5.0)
         async with learnkit.open(cfg) as kit:

@@ -7,7 +7,6 @@ import itertools
 import logging
 import os
 import random
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -23,9 +22,12 @@ import learnkit
 from learnkit._insights.patterns import FailurePattern, Recommendation
 from learnkit._thresholds.rewrite import rewrite_threshold
 
-from ..conftest import BASE_CONFIG, T0, Clock, rows
+from ..conftest import BASE_CONFIG, T0, Backend, Clock, reset, rows, sql, threshold_value
 
 ROOT = Path(__file__).resolve().parents[2]
+
+#: Every test here runs on each storage backend (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
 DAY = 86400.0
 FOREIGN = '\n[orchestrator]\nname = "bot"\nlabels = ["a", "b"]\n\n[orchestrator.limits]\nmax_prs = 3\n'
 
@@ -151,7 +153,7 @@ class TestGuardRails:
             assert (h.name, h.confidence, h.samples, h.status) == ("max_complexity", 0.9, 50,
                                                                     "applied")
             assert h.evidence[0]["support"] == 50
-        assert learnkit.load_config(p).thresholds["max_complexity"].value == 7
+        assert threshold_value(p) == 7
 
     @pytest.mark.parametrize(
         ("kwargs", "why"),
@@ -171,14 +173,16 @@ class TestGuardRails:
         assert why in caplog.text
 
     @settings(max_examples=40, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture])
+              suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                     HealthCheck.differing_executors])
     @given(value=st.integers(3, 12), target=st.integers(-5, 20), step=st.integers(1, 3),
            lo=st.integers(0, 6), hi=st.integers(8, 14))
     def test_never_outside_bounds_or_beyond_step(
-        self, tmp_path_factory: pytest.TempPathFactory, value: int, target: int, step: int,
-        lo: int, hi: int,
+        self, tmp_path_factory: pytest.TempPathFactory, backend: Backend, value: int,
+        target: int, step: int, lo: int, hi: int,
     ) -> None:
         """Whatever is recommended, the value stays in [min, max] and moves at most one step."""
+        reset(backend)
         value = min(max(value, lo), hi)
         d = tmp_path_factory.mktemp("bounds")
         text = BASE_CONFIG.replace("value = 8", f"value = {value}").replace(
@@ -191,7 +195,7 @@ class TestGuardRails:
                 return await kit.controller.apply(rec(value, target))
 
         made = asyncio.run(go())
-        new = learnkit.load_config(p).thresholds["max_complexity"].value
+        new = threshold_value(p)
         assert lo <= new <= hi
         assert abs(new - value) <= step
         assert (new != value) == bool(made)
@@ -212,7 +216,7 @@ class TestGuardRails:
             await kit.flush()
             assert [c.new_value for c in await kit.controller.apply(rec(7, 6))] == [6]
 
-    async def test_manual_edit_is_kept(self, tmp_path: Path) -> None:
+    async def test_manual_edit_is_kept(self, tmp_path: Path, backend: Backend) -> None:
         """An edit made while running is kept: other keys survive, a changed value wins."""
         p = config(tmp_path)
         async with learnkit.open(p, clock=Clock()) as kit:
@@ -220,13 +224,17 @@ class TestGuardRails:
             assert await kit.controller.apply(rec(8, 7))
             doc = tomllib.loads(p.read_text())
             assert doc["orchestrator"]["name"] == "renamed"
-            assert doc["thresholds"]["max_complexity"]["value"] == 7
-            p.write_text(p.read_text().replace("value = 7", "value = 10"))  # a person decides
+            # A shared store holds the value; the file keeps its seed.
+            written = 8 if backend.shared else 7
+            assert doc["thresholds"]["max_complexity"]["value"] == written
+            kit._live._check_every = 0.0
+            p.write_text(p.read_text().replace(f"value = {written}", "value = 10"))  # a person
+            assert kit.thresholds["max_complexity"] == 10
             for i in range(10):
                 kit.record("x", outcome="success", started_at=T0 + i)
             await kit.flush()
             assert await kit.controller.apply(rec(7, 6)) == []  # made for 7, not 10
-            assert learnkit.load_config(p).thresholds["max_complexity"].value == 10
+            assert threshold_value(p) == 10
 
     async def test_rollback_by_hand(self, tmp_path: Path) -> None:
         """rollback() restores the old value and records it; an edited value is not clobbered."""
@@ -589,12 +597,11 @@ class TestLoop:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         procs = [subprocess.Popen([sys.executable, "-c", script], env=env) for _ in range(2)]
         assert [pr.wait(timeout=180) for pr in procs] == [0, 0]
-        conn = sqlite3.connect(tmp_path / "learnkit.db")
-        changes = conn.execute(
-            "SELECT old_value, new_value FROM threshold_changes ORDER BY at, id").fetchall()
-        conn.close()
+        changes = [(r["old_value"], r["new_value"]) for r in sql(
+            tmp_path / "learnkit.db", "SELECT old_value, new_value FROM threshold_changes"
+            " ORDER BY at, id")]
         assert changes, "the loops changed nothing"
         for (_, new), (old, _) in itertools.pairwise(changes):
             assert old == new  # each change starts from where the previous one left the value
-        assert learnkit.load_config(p).thresholds["max_complexity"].value == changes[-1][1]
+        assert threshold_value(p) == changes[-1][1]
         assert all(abs(n - o) == 1 for o, n in changes)
