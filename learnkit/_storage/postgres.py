@@ -31,6 +31,7 @@ import itertools
 import json
 import math
 import os
+import re
 import socket
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -42,7 +43,7 @@ from .._errors import StoreError, StoreUnavailableError
 from .._model import HOUR, Operation
 from .protocol import EXPORT_FIELDS, Batch, ExportRow, ImportRecord, ImportResult, WindowStats
 from .rollup import Aggregate, Encoder
-from .sqlite import _pid_alive, _process_start, split_window
+from .sqlite import _IMPORT_COMPARE, _pid_alive, _process_start, _same, split_window
 
 __all__ = ["PG_MIGRATIONS", "PG_SCHEMA_VERSION", "PgBatch", "PostgresStore", "redact_url"]
 
@@ -147,10 +148,18 @@ PG_MIGRATIONS: tuple[str, ...] = (
         updated_at double precision NOT NULL
     );
     """,
+    # 2: imported records carry a content hash, so that importing again adds nothing.
+    """
+    ALTER TABLE operations ADD COLUMN import_hash bytea;
+    CREATE UNIQUE INDEX operations_import_hash ON operations (import_hash)
+        WHERE import_hash IS NOT NULL;
+    """,
 )
 PG_SCHEMA_VERSION = len(PG_MIGRATIONS)
 
 _ID_BLOCK = 100_000  # the sequence's INCREMENT BY
+#: Records an import reads, checks for duplicates and copies at a time.
+_IMPORT_CHUNK = 5_000
 #: Batch numbers advance by this much, so that a batch split to isolate a bad row
 #: can number its parts between its own number and the previous batch's.
 _SEQ_STEP = 1 << 20
@@ -203,8 +212,6 @@ _ERROR_CONTEXT_ROLLUP = (
 
 def _renumber(sql: str, offset: int) -> str:
     """``sql`` with its parameters ``$1..$n`` shifted by ``offset``."""
-    import re
-
     return re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + offset}", sql)
 
 
@@ -277,12 +284,19 @@ def _clean(s: str | None) -> str | None:
     return s.replace("\x00", "\ufffd")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _scrub(s: Any) -> Any:
     """``_clean`` plus lone surrogates replaced (text that is not valid UTF-8)."""
     if not isinstance(s, str):
         return s
     s = s.replace("\x00", "\ufffd")
-    return s.encode("utf-8", "replace").decode("utf-8")
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", s)
+    return s
 
 
 def translate(exc: BaseException, where: str) -> StoreError:
@@ -761,16 +775,131 @@ class PostgresStore:
         self, records: Iterable[ImportRecord], *,
         progress: Callable[[int], None] | None = None,
     ) -> ImportResult:
-        """Not supported on PostgreSQL yet: import into an SQLite file, then
-        ``learnkit migrate --to`` this store.
+        """Write records and their rollups in one transaction, skipping stored ones.
 
-        Raises:
-            StoreError: always.
+        See :meth:`Store.import_operations`. Rows go in with ``COPY``; imports
+        into one store take turns (an advisory lock), so two hosts importing
+        the same file add it once. Cancelling (Ctrl-C) rolls the transaction
+        back: nothing is written.
         """
-        raise StoreError(
-            f"importing into a PostgreSQL store ({self.location}) is not supported yet: "
-            "import into an SQLite file, then `learnkit migrate --to` this store"
-        )
+        return await self._run(lambda conn: self._import_on(conn, records, progress))
+
+    async def _import_on(
+        self, conn: Any, records: Iterable[ImportRecord],
+        progress: Callable[[int], None] | None,
+    ) -> ImportResult:
+        result = ImportResult()
+        async with conn.transaction():
+            await conn.execute("SET LOCAL lock_timeout = 0")
+            await conn.execute(
+                f"SELECT pg_advisory_xact_lock({_LOCK_CLASS} + 1, hashtext(current_schema()))"
+            )
+            await conn.execute(
+                "CREATE TEMP TABLE import_ids (src bigint PRIMARY KEY, dst bigint NOT NULL)"
+                " ON COMMIT DROP")
+            await conn.execute("CREATE TEMP TABLE import_new (id bigint) ON COMMIT DROP")
+            it = iter(records)
+            chunk = list(itertools.islice(it, _IMPORT_CHUNK))
+            # Keep the records' ids (an export) only in a store that has no
+            # operations and whose sequence has handed out no block (a live
+            # process may hold one it has not used yet).
+            seq_used = await conn.fetchval("SELECT is_called FROM operations_id_seq")
+            keep = (bool(chunk) and chunk[0].id is not None and not seq_used
+                    and await conn.fetchval("SELECT NOT EXISTS (SELECT FROM operations)"))
+            result.kept_ids = bool(keep)
+            ids = _IdBlocks(conn, self.ID_BLOCK)
+            seen = top = 0
+            while chunk:
+                seen += len(chunk)
+                top = max(top, await self._import_chunk(conn, chunk, keep, ids, result))
+                if progress is not None:
+                    progress(seen)
+                chunk = list(itertools.islice(it, _IMPORT_CHUNK))
+            if keep and top:
+                # The sequence hands out blocks after the kept ids.
+                await conn.execute("SELECT setval('operations_id_seq', $1, false)", top + 1)
+            elif not keep:
+                # Parent ids were the records' own; map them to the new ids.
+                await conn.execute(
+                    "UPDATE operations o SET parent_id = (SELECT dst FROM import_ids m"
+                    " WHERE m.src = o.parent_id) FROM import_new n"
+                    " WHERE o.id = n.id AND o.parent_id IS NOT NULL")
+        return result
+
+    async def _import_chunk(
+        self, conn: Any, chunk: list[ImportRecord], keep: bool, ids: _IdBlocks,
+        result: ImportResult,
+    ) -> int:
+        """Insert one chunk of an import; returns the largest id written."""
+        # Already stored: the same content hash, or (a store's own export
+        # imported back) the same id holding exactly the same record.
+        known: dict[bytes, int] = {bytes(h): i for h, i in await conn.fetch(
+            "SELECT import_hash, id FROM operations WHERE import_hash = ANY($1::bytea[])",
+            list({r.digest for r in chunk}),
+        )}
+        same_id: dict[int, tuple[Any, ...]] = {}
+        if not keep:
+            wanted = [r.id for r in chunk if r.id is not None]
+            if wanted:
+                same_id = {r[0]: tuple(r[1:]) for r in await conn.fetch(
+                    f"SELECT id, {_IMPORT_COMPARE} FROM operations WHERE id = ANY($1::bigint[])",
+                    wanted)}
+        agg = self.encoder.aggregate()
+        encode = self.encoder.encode_context
+        rows: list[tuple[Any, ...]] = []
+        mapping: list[tuple[int, int]] = []
+        taken: set[bytes] = set()
+        top = 0
+        for r in chunk:
+            dup = known.get(r.digest)
+            if dup is None and r.digest in taken:
+                dup = -1
+            if dup is None and r.id is not None:
+                stored = same_id.get(r.id)
+                if stored is not None and _same(stored, r):
+                    dup = r.id
+            if dup is not None:
+                result.duplicates += 1
+                if not keep and r.id is not None and dup > 0:
+                    mapping.append((r.id, dup))
+                continue
+            taken.add(r.digest)
+            if keep:
+                if r.id is None:
+                    raise StoreError(
+                        f"{self.location}: a record without an id after records with ids; "
+                        "give every record an id, or none")
+                new = r.id
+            else:
+                new = await ids.next()
+                if r.id is not None:
+                    mapping.append((r.id, new))
+            top = max(top, new)
+            op_type = _scrub(r.op_type) or ""
+            ctx, bad, items = encode(op_type, r.context)
+            self.context_coerced += bad
+            rows.append((new, op_type, _scrub(r.key), r.outcome, r.started_at, r.ended_at,
+                         r.duration, _scrub(r.error_type), _scrub(r.error_message), _scrub(ctx),
+                         r.parent_id, None, r.admission, r.digest))
+            if r.ended_at is None:
+                agg.add(op_type, "abandoned", r.started_at, None, (), None, None)
+            else:
+                agg.add(op_type, r.outcome, r.ended_at, r.duration,
+                        tuple((_scrub(a) or "", _scrub(v) or "") for a, v in items),
+                        _scrub(r.error_type), _scrub(r.error_message), r.admission is not None)
+        if rows:
+            await conn.copy_records_to_table(
+                "operations", records=rows, columns=(*_COLUMNS, "import_hash"))
+            if not keep:
+                await conn.copy_records_to_table(
+                    "import_new", records=[(row[0],) for row in rows], columns=("id",))
+        if mapping:
+            await conn.executemany(
+                "INSERT INTO import_ids (src, dst) VALUES ($1, $2)"
+                " ON CONFLICT (src) DO UPDATE SET dst = excluded.dst", mapping)
+        await self._add_rollups(conn, agg)  # its text was scrubbed on the way in
+        result.added += len(rows)
+        return top
 
     async def top_level_counts(
         self, start: float, end: float, *, op_type: str | None = None
@@ -1082,6 +1211,22 @@ def _param(column: str, value: Any) -> Any:
     if column in ("samples", "id"):
         return int(value)
     return str(value)
+
+
+class _IdBlocks:
+    """New ids for an import, a block of the sequence at a time (inside its transaction)."""
+
+    def __init__(self, conn: Any, block: int) -> None:
+        self._conn = conn
+        self._block = block
+        self._next = self._limit = 0
+
+    async def next(self) -> int:
+        if self._next >= self._limit:
+            self._next = int(await self._conn.fetchval("SELECT nextval('operations_id_seq')"))
+            self._limit = self._next + self._block
+        self._next += 1
+        return self._next - 1
 
 
 class _ScrubbedAggregate:

@@ -286,3 +286,79 @@ class TestMigrate:
         assert q(pg, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM operations") == [
             {"n": 2500, "d": 2500}]
         assert q(pg, "SELECT value FROM thresholds") == [{"value": 7.0}]
+
+
+@needs_pg
+class TestImport:
+    async def test_import_matches_the_file_and_twice_adds_nothing(
+        self, tmp_path: Path, pg: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """`learnkit import` into PostgreSQL: the same rows, rollups and commands as the
+        file it came from; a second import adds nothing; into a store with operations the
+        records get new ids and parent links follow them."""
+        import time
+
+        from learnkit._cli import main
+
+        monkeypatch.delenv("LEARNKIT_DATABASE_URL")
+        cfg = write_config(tmp_path)
+        now = time.time()
+        async with learnkit.open(cfg) as kit:
+            for i in range(300):
+                t = now - 86400 - i * 977.0
+                fail = i % 3 == 0
+                kit.record("issue", outcome="failure" if fail else "success", started_at=t - 2,
+                           ended_at=t, key=f"k{i}", error_type="E" if fail else None,
+                           error_message=f"timeout after {i} s" if fail else None,
+                           context={"complexity": i % 9, "lang": ["go", "py"][i % 2]})
+            async with learnkit.track("parent", key="p"), learnkit.track("child", key="c"):
+                pass
+            await kit.flush()
+
+        def cli(*argv: str) -> str:
+            assert main(["--config", str(cfg), *argv]) == 0, capsys.readouterr().err
+            return capsys.readouterr().out
+
+        dump = tmp_path / "all.jsonl"
+        await asyncio.to_thread(cli, "export", "--output", str(dump))
+        on_file = await asyncio.to_thread(cli, "report", "--days", "30", "--detailed")
+        monkeypatch.setenv("LEARNKIT_DATABASE_URL", pg)
+        out = await asyncio.to_thread(cli, "import", str(dump))
+        assert "imported 302 operation(s)" in out
+        out = await asyncio.to_thread(cli, "import", str(dump))
+        assert "imported 0 operation(s)" in out and "302 already in the database" in out
+        on_server = await asyncio.to_thread(cli, "report", "--days", "30", "--detailed")
+        strip = lambda s: re.sub(r"\d{2}:\d{2}(:\d{2})?", "HH:MM", s.replace(  # noqa: E731
+            str(tmp_path / "learnkit.db"), "DB").replace(redact_url(pg), "DB")).splitlines()
+        assert strip(on_file) == strip(on_server)
+        assert q(pg, "SELECT count(*) AS n FROM operations") == [{"n": 302}]
+        assert q(pg, "SELECT sum(n) AS n FROM rollup_hourly") == [{"n": 302}]
+        pairs = q(pg, "SELECT c.op_type AS child, p.op_type AS parent FROM operations c"
+                      " JOIN operations p ON p.id = c.parent_id")
+        assert pairs == [{"child": "child", "parent": "parent"}]
+
+        # into a store that holds operations: new ids, the parent link follows
+        other = tmp_path / "other.jsonl"
+        lines = dump.read_text().splitlines()
+        import json
+
+        moved = []
+        for line in lines:
+            rec = json.loads(line)
+            if rec["op_type"] in ("parent", "child"):
+                rec["key"] = rec["key"] + "-again"
+                moved.append(json.dumps(rec))
+        # text PostgreSQL cannot hold (NUL, a lone surrogate) arrives as U+FFFD
+        moved.append('{"op_type": "odd", "outcome": "failure", "started_at": 1700000000,'
+                     ' "ended_at": 1700000001, "error_type": "E",'
+                     ' "error_message": "a\\u0000b\\ud800c"}')
+        other.write_text("\n".join(moved) + "\n")
+        out = await asyncio.to_thread(cli, "import", str(other))
+        assert "imported 3 operation(s)" in out
+        assert q(pg, "SELECT error_message AS m FROM operations WHERE op_type = 'odd'") == [
+            {"m": "a\ufffdb\ufffdc"}]
+        pairs = q(pg, "SELECT c.key AS child, p.key AS parent FROM operations c"
+                      " JOIN operations p ON p.id = c.parent_id ORDER BY c.id")
+        assert pairs == [{"child": "c", "parent": "p"},
+                         {"child": "c-again", "parent": "p-again"}]
