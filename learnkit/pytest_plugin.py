@@ -37,11 +37,11 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pytest
 
+from ._storage.protocol import EXPORT_FIELDS
+
 if TYPE_CHECKING:
     from ._insights.patterns import FailurePattern
     from ._kit import Kit
-
-from ._storage.protocol import EXPORT_FIELDS
 
 __all__ = ["FlakyTest", "SuiteInsights", "analyse_tests", "ci_build", "ci_commit"]
 
@@ -55,10 +55,10 @@ BUILD_VARIABLES = (
     "GITHUB_RUN_ID", "CI_PIPELINE_ID", "BUILDKITE_BUILD_NUMBER", "CIRCLE_BUILD_NUM",
     "TRAVIS_BUILD_NUMBER", "BITBUCKET_BUILD_NUMBER", "BUILD_NUMBER", "BUILD_BUILDID",
 )
-#: Markers that say how a test runs, not what it is about.
 #: Where export_rows puts the fields analyse_tests reads.
 _FIELDS = tuple(EXPORT_FIELDS.index(f) for f in (
     "op_type", "outcome", "ended_at", "key", "error_type", "error_message", "context"))
+#: Markers that say how a test runs, not what it is about.
 _PLUMBING_MARKS = frozenset({"parametrize", "usefixtures", "filterwarnings"})
 _DEFAULT_CONFIG = """\
 # Written by learnkit's pytest plugin: where test outcomes are kept.
