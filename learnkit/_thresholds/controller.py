@@ -17,6 +17,7 @@ It also sets how much of the band next to each threshold is explored
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -31,7 +32,7 @@ from .._errors import ConcurrentEditError, LearnkitError, UnknownThresholdError
 from .._insights.patterns import Summary
 from .._model import DAY
 from .admission import steps_beyond
-from .rewrite import rewrite_threshold
+from .rewrite import lock_file, rewrite_threshold, unlock_file
 
 if TYPE_CHECKING:
     from .._config import Config, ThresholdConfig
@@ -248,10 +249,20 @@ class ThresholdController:
             # The file holds this host's policy (bounds, step): never act on a broken one.
             await anyio.to_thread.run_sync(load_config, cfg.path)
             return await shared.swap(name, value, row, rolled_back=rolled_back)
-        await self._write(cfg, name, value)
-        if rolled_back is not None:
-            await self._db.store.update_change(rolled_back, status="rolled_back")
-        return await self._db.store.record_change(row)
+        # One step under the file lock, the time read inside it: the history's
+        # order is the file's order, across processes.
+        fd = await anyio.to_thread.run_sync(lock_file, cfg.path)
+        try:
+            row["at"] = self._db.now()
+            written = await anyio.to_thread.run_sync(
+                functools.partial(rewrite_threshold, cfg.path, name, value, cfg.digest,
+                                  locked=True))
+            self._db.live.set(written)
+            if rolled_back is not None:
+                await self._db.store.update_change(rolled_back, status="rolled_back")
+            return await self._db.store.record_change(row)
+        finally:
+            unlock_file(fd)
 
     async def apply(self, summary: Summary) -> list[ThresholdChange]:
         """Apply the summary's threshold recommendations that clear every guard rail.

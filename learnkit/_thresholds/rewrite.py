@@ -5,10 +5,13 @@ stays byte for byte as it was (comments, blank lines, key order, quoting,
 line endings) except the one value. The result is checked by parsing it
 again: the whole document must equal the old one but for that value.
 
-A rewrite holds an advisory lock (``learnkit.toml.lock`` beside the file,
-``fcntl.flock``), re-reads and validates the file, refuses to proceed if it
-changed since the caller read it, writes a temporary file in the same
-directory, fsyncs it, renames it over the original and fsyncs the directory.
+A rewrite holds an advisory lock (``fcntl.flock``) on learnkit.toml itself,
+so no lock file is left beside it: a rename replaces the inode a waiter
+locked, so after the wait the lock is kept only if it is still on the file
+the path names, else taken again on the new one. It re-reads and validates
+the file, refuses to proceed if it changed since the caller read it, writes
+a temporary file in the same directory, fsyncs it, renames it over the
+original and fsyncs the directory.
 A crash at any point leaves either the old file or the new one, never a mix.
 """
 
@@ -27,7 +30,7 @@ import tomlkit
 from .._config import Config, parse_config
 from .._errors import ConcurrentEditError, ConfigError, UnknownThresholdError
 
-__all__ = ["atomic_write", "file_lock", "rewrite_threshold"]
+__all__ = ["atomic_write", "file_lock", "lock_file", "rewrite_threshold", "unlock_file"]
 
 log = logging.getLogger("learnkit")
 
@@ -40,19 +43,40 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks; rename is 
 _before_replace: Callable[[Path], None] | None = None
 
 
+def lock_file(path: Path) -> int:
+    """Take the exclusive advisory lock that guards rewrites of ``path``; its fd.
+
+    The lock is on the file itself (opened read-only: a read-only config can
+    be locked too). A rewrite renames a new inode over the path, so a waiter
+    that got the lock on the replaced inode takes it again on the new one.
+    """
+    while True:
+        fd = os.open(path, os.O_RDONLY)
+        if fcntl is None:  # pragma: no cover - Windows
+            return fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # replaced while we waited: lock the file the path names now
+
+
+def unlock_file(fd: int) -> None:
+    """Release a lock taken by :func:`lock_file`."""
+    os.close(fd)  # closing the only descriptor releases the flock
+
+
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """Hold the exclusive advisory lock that guards rewrites of ``path``."""
-    lock = path.with_name(path.name + ".lock")
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = lock_file(path)
     try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        unlock_file(fd)
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -98,7 +122,8 @@ def _set_value(text: str, name: str, value: int | float) -> str:
 
 
 def rewrite_threshold(
-    path: Path, name: str, value: int | float, expected_digest: str | None
+    path: Path, name: str, value: int | float, expected_digest: str | None,
+    *, locked: bool = False,
 ) -> Config:
     """Set ``thresholds.NAME.value`` in learnkit.toml, keeping everything else.
 
@@ -108,6 +133,8 @@ def rewrite_threshold(
         value: its new value.
         expected_digest: the digest of the file the caller decided on; None
             to skip the check.
+        locked: the caller holds :func:`lock_file` already (to record the
+            change under the same lock).
 
     Returns:
         The config as written.
@@ -118,7 +145,7 @@ def rewrite_threshold(
             new value would make it invalid.
         UnknownThresholdError: the file no longer defines ``name``.
     """
-    with file_lock(path):
+    with contextlib.nullcontext() if locked else file_lock(path):
         _sweep_temporaries(path)
         text = path.read_bytes().decode("utf-8")  # as is: CRLF stays CRLF
         current = parse_config(text, path)  # an invalid file is reported, never overwritten
