@@ -28,7 +28,12 @@ import anyio
 import attrs
 
 from .._config import load_config
-from .._errors import ConcurrentEditError, LearnkitError, UnknownThresholdError
+from .._errors import (
+    ConcurrentEditError,
+    ConfigNotWritableError,
+    LearnkitError,
+    UnknownThresholdError,
+)
 from .._insights.patterns import Summary
 from .._model import DAY
 from .admission import steps_beyond
@@ -188,6 +193,9 @@ class ThresholdController:
         self._on_change = on_change or (lambda: None)
         #: Recordings of manual changes not yet awaited (see :meth:`update`).
         self._pending: set[asyncio.Task[list[ThresholdChange]]] = set()
+        #: Threshold -> why its last recommended change could not be written
+        #: (read-only or immutable learnkit.toml); cleared when one is written.
+        self.not_applied: dict[str, str] = {}
 
     # -- reading ------------------------------------------------------------------
 
@@ -355,6 +363,13 @@ class ThresholdController:
                 row_id = await self._commit_change(cfg, name, new_v, row)
             except ConcurrentEditError:
                 continue  # someone edited the file (or another host moved it): decide again
+            except ConfigNotWritableError as e:
+                # Reported once per reason; the loop goes on, nothing raised into user code.
+                if self.not_applied.get(name) != str(e):
+                    self.not_applied[name] = str(e)
+                    self.logger.warning("learnkit: %s not changed: %s", name, e)
+                return None
+            self.not_applied.pop(name, None)
             self.logger.info("learnkit: %s %s -> %s (confidence %.2f): %s",
                              name, th.value, new_v, rec.confidence, rec.message)
             return _change({**row, "id": row_id, "verdict": None, "verdict_at": None})

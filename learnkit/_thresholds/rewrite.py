@@ -28,7 +28,12 @@ from typing import Any
 import tomlkit
 
 from .._config import Config, parse_config
-from .._errors import ConcurrentEditError, ConfigError, UnknownThresholdError
+from .._errors import (
+    ConcurrentEditError,
+    ConfigError,
+    ConfigNotWritableError,
+    UnknownThresholdError,
+)
 
 __all__ = ["atomic_write", "file_lock", "lock_file", "rewrite_threshold", "unlock_file"]
 
@@ -79,22 +84,56 @@ def file_lock(path: Path) -> Iterator[None]:
         unlock_file(fd)
 
 
+def _not_writable(path: Path) -> str | None:
+    """Why ``path`` must not be rewritten (read-only file or directory), or None.
+
+    Mode bits are checked, not only access: root may write a 0444 file, but
+    its owner made it read-only on purpose.
+    """
+    st = path.stat()
+    if not st.st_mode & 0o222 or not os.access(path, os.W_OK):
+        return f"{path} is read-only"
+    d = path.parent.stat()
+    if not d.st_mode & 0o222 or not os.access(path.parent, os.W_OK):
+        return f"its directory {path.parent} is read-only"
+    return None
+
+
 def atomic_write(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text``: temp file, fsync, rename, fsync the directory."""
+    """Replace ``path`` with ``text``: temp file, fsync, rename, fsync the directory.
+
+    The new file keeps the old one's mode and (where the process may set
+    it) owner and group.
+
+    Raises:
+        ConfigNotWritableError: the file or its directory is read-only or
+            immutable; the file is left as it was.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        mode = path.stat().st_mode & 0o777
+        st: os.stat_result | None = path.stat()
     except FileNotFoundError:
-        mode = 0o644
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        st = None
+    mode = 0o644 if st is None else st.st_mode & 0o7777
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except PermissionError as e:
+        raise ConfigNotWritableError(f"{path} cannot be rewritten: {e.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
             f.flush()
+            os.fchmod(f.fileno(), mode)  # the umask does not apply: the mode as it was
+            if st is not None and (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+                with contextlib.suppress(PermissionError):
+                    os.fchown(f.fileno(), st.st_uid, st.st_gid)
             os.fsync(f.fileno())
         if _before_replace is not None:
             _before_replace(tmp)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except PermissionError as e:  # immutable file or directory
+            raise ConfigNotWritableError(f"{path} cannot be rewritten: {e.strerror}") from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -144,8 +183,13 @@ def rewrite_threshold(
         ConfigError: the file is invalid now (it is left untouched), or the
             new value would make it invalid.
         UnknownThresholdError: the file no longer defines ``name``.
+        ConfigNotWritableError: the file or its directory is read-only or
+            immutable; it is left as it was.
     """
     with contextlib.nullcontext() if locked else file_lock(path):
+        why = _not_writable(path)
+        if why is not None:
+            raise ConfigNotWritableError(f"{why}; thresholds.{name} left as it is")
         _sweep_temporaries(path)
         text = path.read_bytes().decode("utf-8")  # as is: CRLF stays CRLF
         current = parse_config(text, path)  # an invalid file is reported, never overwritten

@@ -8,6 +8,9 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from ..conftest import BASE_CONFIG, sql, threshold_value
 
@@ -73,3 +76,76 @@ def test_a_change_leaves_no_lock_file_beside_the_config(tmp_path: Path) -> None:
     assert threshold_value(p) == 7
     after = {x.name for x in tmp_path.iterdir()} - before
     assert after <= {"learnkit.db", "learnkit.db-wal", "learnkit.db-shm"}, after
+
+
+def _summary(current: float, recommended: float) -> Any:
+    from learnkit._insights.patterns import FailurePattern, Recommendation
+
+    evidence = FailurePattern(kind="context", description="band", support=50)
+    r = Recommendation(action="lower_threshold:max_complexity", message="test", confidence=0.9,
+                       threshold="max_complexity", current=current, recommended=recommended,
+                       evidence=(evidence,))
+    return {"recommendations": [r]}
+
+
+def test_a_rewritten_config_keeps_its_mode_and_owner(tmp_path: Path) -> None:
+    import asyncio
+
+    import learnkit
+
+    p = tmp_path / "learnkit.toml"
+    p.write_text(BASE_CONFIG)
+    os.chmod(p, 0o640)
+    if os.geteuid() == 0:  # root can give the file away: it must come back as it was
+        os.chown(p, 1234, 5678)
+    before = p.stat()
+
+    async def main() -> None:
+        async with learnkit.open(p) as kit:
+            assert await kit.controller.apply(_summary(8, 7))
+
+    old = os.umask(0o077)  # a strict umask must not narrow the mode either
+    try:
+        asyncio.run(main())
+    finally:
+        os.umask(old)
+    after = p.stat()
+    assert threshold_value(p) == 7
+    assert after.st_ino != before.st_ino  # really rewritten (renamed over)
+    assert (after.st_mode & 0o7777, after.st_uid, after.st_gid) == (
+        0o640, before.st_uid, before.st_gid)
+
+
+@pytest.mark.parametrize("where", ["file", "directory"])
+def test_a_read_only_config_is_reported_not_rewritten(
+        tmp_path: Path, where: str, caplog: pytest.LogCaptureFixture) -> None:
+    """chmod 444 on the file (or 555 on its directory): apply changes nothing, raises
+    nothing, logs once, and the controller says why; the file is byte-identical."""
+    import asyncio
+    import logging
+
+    import learnkit
+
+    d = tmp_path / "cfg"
+    d.mkdir()
+    p = d / "learnkit.toml"
+    p.write_text(BASE_CONFIG.replace('path = "learnkit.db"', f'path = "{tmp_path / "l.db"}"'))
+    data = p.read_bytes()
+    os.chmod(p if where == "file" else d, 0o444 if where == "file" else 0o555)
+    try:
+        async def main() -> None:
+            async with learnkit.open(p) as kit:
+                for _ in range(3):
+                    assert await kit.controller.apply(_summary(8, 7)) == []
+                assert "read-only" in kit.controller.not_applied["max_complexity"]
+                assert await kit.controller.history() == []
+
+        with caplog.at_level(logging.WARNING, logger="learnkit"):
+            asyncio.run(main())
+    finally:
+        os.chmod(d, 0o755)
+        os.chmod(p, 0o644)
+    assert p.read_bytes() == data
+    assert sorted(x.name for x in d.iterdir()) == ["learnkit.toml"]
+    warned = [r for r in caplog.records if "read-only" in r.getMessage()]
+    assert len(warned) == 1
