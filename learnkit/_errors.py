@@ -64,6 +64,11 @@ class ConcurrentEditError(LearnkitError, RuntimeError):
     """The config file changed between reading it and writing it back."""
 
 
+class ConfigNotWritableError(LearnkitError, PermissionError):
+    """The config file (or its directory) is read-only or immutable: a
+    threshold change was not applied, the file is left as it is."""
+
+
 class StoreError(LearnkitError, RuntimeError):
     """The store failed: it cannot be opened (bad path, newer schema, not a
     database) or an operation on it failed for a reason that will not clear."""

@@ -17,6 +17,7 @@ It also sets how much of the band next to each threshold is explored
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -27,11 +28,16 @@ import anyio
 import attrs
 
 from .._config import load_config
-from .._errors import ConcurrentEditError, LearnkitError, UnknownThresholdError
+from .._errors import (
+    ConcurrentEditError,
+    ConfigNotWritableError,
+    LearnkitError,
+    UnknownThresholdError,
+)
 from .._insights.patterns import Summary
 from .._model import DAY
 from .admission import steps_beyond
-from .rewrite import rewrite_threshold
+from .rewrite import lock_file, rewrite_threshold, unlock_file
 
 if TYPE_CHECKING:
     from .._config import Config, ThresholdConfig
@@ -187,6 +193,9 @@ class ThresholdController:
         self._on_change = on_change or (lambda: None)
         #: Recordings of manual changes not yet awaited (see :meth:`update`).
         self._pending: set[asyncio.Task[list[ThresholdChange]]] = set()
+        #: Threshold -> why its last recommended change could not be written
+        #: (read-only or immutable learnkit.toml); cleared when one is written.
+        self.not_applied: dict[str, str] = {}
 
     # -- reading ------------------------------------------------------------------
 
@@ -248,10 +257,20 @@ class ThresholdController:
             # The file holds this host's policy (bounds, step): never act on a broken one.
             await anyio.to_thread.run_sync(load_config, cfg.path)
             return await shared.swap(name, value, row, rolled_back=rolled_back)
-        await self._write(cfg, name, value)
-        if rolled_back is not None:
-            await self._db.store.update_change(rolled_back, status="rolled_back")
-        return await self._db.store.record_change(row)
+        # One step under the file lock, the time read inside it: the history's
+        # order is the file's order, across processes.
+        fd = await anyio.to_thread.run_sync(lock_file, cfg.path)
+        try:
+            row["at"] = self._db.now()
+            written = await anyio.to_thread.run_sync(
+                functools.partial(rewrite_threshold, cfg.path, name, value, cfg.digest,
+                                  locked=True))
+            self._db.live.set(written)
+            if rolled_back is not None:
+                await self._db.store.update_change(rolled_back, status="rolled_back")
+            return await self._db.store.record_change(row)
+        finally:
+            unlock_file(fd)
 
     async def apply(self, summary: Summary) -> list[ThresholdChange]:
         """Apply the summary's threshold recommendations that clear every guard rail.
@@ -344,6 +363,13 @@ class ThresholdController:
                 row_id = await self._commit_change(cfg, name, new_v, row)
             except ConcurrentEditError:
                 continue  # someone edited the file (or another host moved it): decide again
+            except ConfigNotWritableError as e:
+                # Reported once per reason; the loop goes on, nothing raised into user code.
+                if self.not_applied.get(name) != str(e):
+                    self.not_applied[name] = str(e)
+                    self.logger.warning("learnkit: %s not changed: %s", name, e)
+                return None
+            self.not_applied.pop(name, None)
             self.logger.info("learnkit: %s %s -> %s (confidence %.2f): %s",
                              name, th.value, new_v, rec.confidence, rec.message)
             return _change({**row, "id": row_id, "verdict": None, "verdict_at": None})

@@ -5,10 +5,13 @@ stays byte for byte as it was (comments, blank lines, key order, quoting,
 line endings) except the one value. The result is checked by parsing it
 again: the whole document must equal the old one but for that value.
 
-A rewrite holds an advisory lock (``learnkit.toml.lock`` beside the file,
-``fcntl.flock``), re-reads and validates the file, refuses to proceed if it
-changed since the caller read it, writes a temporary file in the same
-directory, fsyncs it, renames it over the original and fsyncs the directory.
+A rewrite holds an advisory lock (``fcntl.flock``) on learnkit.toml itself,
+so no lock file is left beside it: a rename replaces the inode a waiter
+locked, so after the wait the lock is kept only if it is still on the file
+the path names, else taken again on the new one. It re-reads and validates
+the file, refuses to proceed if it changed since the caller read it, writes
+a temporary file in the same directory, fsyncs it, renames it over the
+original and fsyncs the directory.
 A crash at any point leaves either the old file or the new one, never a mix.
 """
 
@@ -25,9 +28,14 @@ from typing import Any
 import tomlkit
 
 from .._config import Config, parse_config
-from .._errors import ConcurrentEditError, ConfigError, UnknownThresholdError
+from .._errors import (
+    ConcurrentEditError,
+    ConfigError,
+    ConfigNotWritableError,
+    UnknownThresholdError,
+)
 
-__all__ = ["atomic_write", "file_lock", "rewrite_threshold"]
+__all__ = ["atomic_write", "file_lock", "lock_file", "rewrite_threshold", "unlock_file"]
 
 log = logging.getLogger("learnkit")
 
@@ -40,37 +48,92 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks; rename is 
 _before_replace: Callable[[Path], None] | None = None
 
 
+def lock_file(path: Path) -> int:
+    """Take the exclusive advisory lock that guards rewrites of ``path``; its fd.
+
+    The lock is on the file itself (opened read-only: a read-only config can
+    be locked too). A rewrite renames a new inode over the path, so a waiter
+    that got the lock on the replaced inode takes it again on the new one.
+    """
+    while True:
+        fd = os.open(path, os.O_RDONLY)
+        if fcntl is None:  # pragma: no cover - Windows
+            return fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # replaced while we waited: lock the file the path names now
+
+
+def unlock_file(fd: int) -> None:
+    """Release a lock taken by :func:`lock_file`."""
+    os.close(fd)  # closing the only descriptor releases the flock
+
+
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """Hold the exclusive advisory lock that guards rewrites of ``path``."""
-    lock = path.with_name(path.name + ".lock")
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = lock_file(path)
     try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        unlock_file(fd)
+
+
+def _not_writable(path: Path) -> str | None:
+    """Why ``path`` must not be rewritten (read-only file or directory), or None.
+
+    Mode bits are checked, not only access: root may write a 0444 file, but
+    its owner made it read-only on purpose.
+    """
+    st = path.stat()
+    if not st.st_mode & 0o222 or not os.access(path, os.W_OK):
+        return f"{path} is read-only"
+    d = path.parent.stat()
+    if not d.st_mode & 0o222 or not os.access(path.parent, os.W_OK):
+        return f"its directory {path.parent} is read-only"
+    return None
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text``: temp file, fsync, rename, fsync the directory."""
+    """Replace ``path`` with ``text``: temp file, fsync, rename, fsync the directory.
+
+    The new file keeps the old one's mode and (where the process may set
+    it) owner and group.
+
+    Raises:
+        ConfigNotWritableError: the file or its directory is read-only or
+            immutable; the file is left as it was.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        mode = path.stat().st_mode & 0o777
+        st: os.stat_result | None = path.stat()
     except FileNotFoundError:
-        mode = 0o644
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        st = None
+    mode = 0o644 if st is None else st.st_mode & 0o7777
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except PermissionError as e:
+        raise ConfigNotWritableError(f"{path} cannot be rewritten: {e.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
             f.flush()
+            os.fchmod(f.fileno(), mode)  # the umask does not apply: the mode as it was
+            if st is not None and (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+                with contextlib.suppress(PermissionError):
+                    os.fchown(f.fileno(), st.st_uid, st.st_gid)
             os.fsync(f.fileno())
         if _before_replace is not None:
             _before_replace(tmp)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except PermissionError as e:  # immutable file or directory
+            raise ConfigNotWritableError(f"{path} cannot be rewritten: {e.strerror}") from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -98,7 +161,8 @@ def _set_value(text: str, name: str, value: int | float) -> str:
 
 
 def rewrite_threshold(
-    path: Path, name: str, value: int | float, expected_digest: str | None
+    path: Path, name: str, value: int | float, expected_digest: str | None,
+    *, locked: bool = False,
 ) -> Config:
     """Set ``thresholds.NAME.value`` in learnkit.toml, keeping everything else.
 
@@ -108,6 +172,8 @@ def rewrite_threshold(
         value: its new value.
         expected_digest: the digest of the file the caller decided on; None
             to skip the check.
+        locked: the caller holds :func:`lock_file` already (to record the
+            change under the same lock).
 
     Returns:
         The config as written.
@@ -117,8 +183,13 @@ def rewrite_threshold(
         ConfigError: the file is invalid now (it is left untouched), or the
             new value would make it invalid.
         UnknownThresholdError: the file no longer defines ``name``.
+        ConfigNotWritableError: the file or its directory is read-only or
+            immutable; it is left as it was.
     """
-    with file_lock(path):
+    with contextlib.nullcontext() if locked else file_lock(path):
+        why = _not_writable(path)
+        if why is not None:
+            raise ConfigNotWritableError(f"{why}; thresholds.{name} left as it is")
         _sweep_temporaries(path)
         text = path.read_bytes().decode("utf-8")  # as is: CRLF stays CRLF
         current = parse_config(text, path)  # an invalid file is reported, never overwritten
