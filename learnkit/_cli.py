@@ -244,6 +244,7 @@ async def cmd_report(args: argparse.Namespace, out: IO[str]) -> int:
 
 async def cmd_insights(args: argparse.Namespace, out: IO[str]) -> int:
     from ._views.render import (
+        cluster_line,
         collect,
         details,
         findings,
@@ -285,7 +286,7 @@ async def cmd_insights(args: argparse.Namespace, out: IO[str]) -> int:
     print("\nerror clusters:", file=out)
     for c in summary["error_clusters"][:10]:
         print(f"  {c.count:>6,}  {pct(c.share_of_failures, 0):>4}  {c.trend:<8} "
-              f"{c.error_type}: {c.template[:90]}", file=out)
+              f"{cluster_line(c)}", file=out)
     if not summary["error_clusters"]:
         print("  none", file=out)
     print("\nrecommendations:", file=out)

@@ -346,7 +346,12 @@ _RANGES = {
     "storage.flush_interval": 3600.0,
     "storage.batch_size": 1_000_000,
     "storage.max_queue": 100_000_000,
+    "storage.pool_size": 1000,
+    "storage.retention_days": 36600.0,
 }
+#: Thresholds are counts, sizes, scores: any magnitude beyond this is a typo,
+#: and value + step must stay finite.
+THRESHOLD_LIMIT = 1e15
 
 
 def _validate(cfg: Config, report: Any) -> None:
@@ -367,6 +372,9 @@ def _validate(cfg: Config, report: Any) -> None:
             v = getattr(t, name)
             if v is not None and not math.isfinite(v):
                 report(f"thresholds.{tname}.{name}", f"must be a finite number, got {v}")
+            elif v is not None and abs(v) > THRESHOLD_LIMIT:
+                report(f"thresholds.{tname}.{name}",
+                       f"must lie within +-{THRESHOLD_LIMIT:g}, got {v:g}")
     lc = cfg.learning
     if lc.min_samples < 1:
         report("learning.min_samples", f"must be at least 1, got {lc.min_samples}")

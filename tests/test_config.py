@@ -134,6 +134,8 @@ def test_any_learning_value_loads_or_raises_config_error(key: str, value: object
     ("learning", "window_days", "1e300"),
     ("learning", "analysis_interval", "inf"),
     ("storage", "busy_timeout", "1e9"),
+    ("storage", "pool_size", "10000000"),
+    ("storage", "retention_days", "1e300"),
 ])
 def test_numbers_must_be_finite_and_in_range(
     tmp_path: Path, table: str, key: str, value: str
@@ -142,4 +144,14 @@ def test_numbers_must_be_finite_and_in_range(
     p = tmp_path / "learnkit.toml"
     p.write_text(text)
     with pytest.raises(learnkit.ConfigError, match=f"{table}.{key}"):
+        learnkit.load_config(p)
+
+
+@pytest.mark.parametrize("key", ["max", "step"])
+def test_threshold_numbers_are_bounded(tmp_path: Path, key: str) -> None:
+    """value + step must stay finite: 1e300 is refused, naming the key."""
+    text = BASE_CONFIG.replace(f"\n{key} = ", f"\n{key} = 1e300\n# was ")
+    p = tmp_path / "learnkit.toml"
+    p.write_text(text)
+    with pytest.raises(learnkit.ConfigError, match=f"thresholds.max_complexity.{key}"):
         learnkit.load_config(p)

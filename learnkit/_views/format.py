@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from typing import Any
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -18,6 +19,27 @@ def value_text(v: Any, *, quote: bool = True) -> str:
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
     return repr(v) if quote and isinstance(v, str) else str(v)
+
+
+# C0 and C1 control characters (newline, carriage return, escape, ...) and the
+# Unicode line and paragraph separators: in recorded data they would start a
+# new line of a report or move a terminal's cursor.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+#: What ends a shortened text in a view.
+ELLIPSIS = "\u2026"
+
+
+def one_line(text: object, limit: int | None = None) -> str:
+    """Recorded data as one line of plain text, for any view.
+
+    Control characters and line breaks become one space each run, so an op
+    type or message cannot start a heading, a table row or a terminal escape;
+    text longer than ``limit`` characters is cut and ends with an ellipsis.
+    """
+    s = _CONTROL.sub(" ", str(text))
+    if limit is not None and len(s) > limit:
+        s = s[: max(0, limit - 1)] + ELLIPSIS
+    return s
 
 
 def day(t: float) -> str:

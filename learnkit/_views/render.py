@@ -18,7 +18,7 @@ import attrs
 from .._analytics import Rate
 from .._insights.patterns import ErrorCluster, FailurePattern, Summary
 from .._thresholds.controller import ThresholdChange
-from .format import day, percent, value_text
+from .format import day, one_line, percent, value_text
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -167,7 +167,11 @@ def findings(snap: Snapshot) -> tuple[list[tuple[str, FailurePattern]], int]:
 
 
 def short(p: FailurePattern) -> str:
-    """One short sentence for a finding; the numbers go beside it (:func:`details`)."""
+    """One short sentence for a finding, on one line; the numbers go beside it."""
+    return one_line(_short(p), 200)
+
+
+def _short(p: FailurePattern) -> str:
     who = p.op_type or "operations"
     if p.kind == "change_point" and p.rate_before is not None and p.at is not None:
         return (f"{who}: success rate went from {pct(p.rate_before, 0)} to "
@@ -176,8 +180,7 @@ def short(p: FailurePattern) -> str:
         cond = f"{p.attribute} {p.condition} {fmt_value(p.value)}"
         return (f"{who} fails {pct(p.failure_rate_in, 0)} when {cond}, "
                 f"{pct(p.failure_rate_out, 0)} otherwise")
-    first = p.description.split(";")[0]
-    return first if len(first) <= 90 else first[:87] + "..."
+    return one_line(p.description.split(";")[0], 90)
 
 
 def details(p: FailurePattern) -> str:
@@ -201,9 +204,9 @@ def rec_short(rec: Any) -> str:
     """A recommendation in a few words: ``lower max_complexity from 7 to 6``."""
     if rec.threshold is not None and rec.recommended is not None:
         verb = "raise" if (rec.current is not None and rec.recommended > rec.current) else "lower"
-        return (f"{verb} {rec.threshold} from {fmt_value(rec.current)} to "
-                f"{fmt_value(rec.recommended)}")
-    return str(rec.message).split(":")[0].split(";")[0]
+        return one_line(f"{verb} {rec.threshold} from {fmt_value(rec.current)} to "
+                        f"{fmt_value(rec.recommended)}")
+    return one_line(str(rec.message).split(":")[0].split(";")[0], 200)
 
 
 def rec_details(rec: Any) -> str:
@@ -243,8 +246,8 @@ def change_line(c: ThresholdChange) -> str:
     conf = "" if c.confidence is None else f", confidence {c.confidence:.2f}"
     verdict = "" if c.verdict is None else f", verdict {c.verdict}"
     status = "" if c.status == "applied" else f" [{c.status}]"
-    return (f"{day(c.at)}  {c.name} {fmt_value(c.old_value)} -> {fmt_value(c.new_value)} "
-            f"({c.kind}{conf}{verdict}){status}")
+    return one_line(f"{day(c.at)}  {c.name} {fmt_value(c.old_value)} -> "
+                    f"{fmt_value(c.new_value)} ({c.kind}{conf}{verdict}){status}")
 
 
 def threshold_line(name: str, th: ThresholdConfig) -> str:
@@ -252,8 +255,13 @@ def threshold_line(name: str, th: ThresholdConfig) -> str:
     scope = f" for {th.op_type}" if th.op_type else ""
     lo = "-" if th.min is None else fmt_value(th.min)
     hi = "-" if th.max is None else fmt_value(th.max)
-    return (f"{name} = {fmt_value(th.value)}  (attempt when {th.attribute} {sign} value{scope}; "
-            f"range {lo}..{hi}, step {fmt_value(th.step)})")
+    return one_line(f"{name} = {fmt_value(th.value)}  (attempt when {th.attribute} {sign} "
+                    f"value{scope}; range {lo}..{hi}, step {fmt_value(th.step)})")
+
+
+def cluster_line(c: ErrorCluster, limit: int = 90) -> str:
+    """``ErrorType: template``, on one line, the template cut at ``limit`` characters."""
+    return f"{one_line(c.error_type, 80)}: {one_line(c.template, limit)}"
 
 
 def _patterns(s: Summary, limit: int | None = None) -> list[FailurePattern]:
@@ -285,7 +293,7 @@ def dashboard_text(snap: Snapshot) -> str:
     if not snap.by_type:
         out.append("  none")
     for t, r in snap.by_type.items():
-        out.append(f"  {t:<24} {pct(r.rate):>7}  n={r.n:,}")
+        out.append(f"  {one_line(t, 60):<24} {pct(r.rate):>7}  n={r.n:,}")
     out.append("")
     counts = "  ".join(f"{k} {v:,}" for k, v in snap.rate.counts.items())
     out += [f"Outcomes ({win})", f"  {counts}", ""]
@@ -305,7 +313,7 @@ def dashboard_text(snap: Snapshot) -> str:
         out.append("  none")
     for c in clusters:
         out.append(f"  {c.count:>6,}  {pct(c.share_of_failures, 0):>4}  {c.trend:<8} "
-                   f"{c.error_type}: {c.template[:90]}")
+                   f"{cluster_line(c)}")
     out += ["", f"Recommendations ({fmt_value(snap.days)} days)"]
     if not s["recommendations"]:
         out.append(f"  none at confidence >= {snap.confidence_threshold:g}")
@@ -363,7 +371,8 @@ def dashboard_rich(snap: Snapshot, console: Console) -> None:
     console.print(Panel(rates, title=f"Success rate ({escape(win)})"))
     types = Table("operation type", "success rate", "n", title=f"By type ({win})")
     for t, r in snap.by_type.items():
-        types.add_row(Text(t), Text(pct(r.rate), style=_rate_style(r.rate)), f"{r.n:,}")
+        types.add_row(Text(one_line(t, 60)), Text(pct(r.rate), style=_rate_style(r.rate)),
+                      f"{r.n:,}")
     console.print(types)
     shown, hidden = findings(snap)
     pats = Table("tier", "finding", "evidence", title="Top failure patterns",
@@ -379,7 +388,7 @@ def dashboard_rich(snap: Snapshot, console: Console) -> None:
         trend_style = {"new": "red", "growing": "red", "fading": "green"}.get(c.trend, "")
         clusters.add_row(f"{c.count:,}", pct(c.share_of_failures, 0),
                          Text(c.trend, style=trend_style),
-                         Text(f"{c.error_type}: {c.template[:80]}"))
+                         Text(cluster_line(c, 80)))
     if clusters.row_count:
         console.print(clusters)
     recs = Text("\n").join(
@@ -402,10 +411,10 @@ def dashboard_rich(snap: Snapshot, console: Console) -> None:
 
 
 def _pattern_md(p: FailurePattern) -> list[str]:
-    rows = [f"- **{p.description}**",
-            f"  - kind `{p.kind}`"
-            + (f", operation type `{p.op_type}`" if p.op_type else "")
-            + (f", condition `{p.attribute} {p.condition} {fmt_value(p.value)}`"
+    rows = [f"- **{_md(p.description, 500)}**",
+            f"  - kind {_code(p.kind)}"
+            + (f", operation type {_code(p.op_type)}" if p.op_type else "")
+            + (f", condition {_code(f'{p.attribute} {p.condition} {fmt_value(p.value)}')}"
                if p.attribute else "")]
     if p.failure_rate_in is not None and p.interval_in is not None:
         out_txt = ""
@@ -431,17 +440,37 @@ def _pattern_md(p: FailurePattern) -> list[str]:
 
 
 def _cluster_md(c: ErrorCluster) -> list[str]:
-    types = ", ".join(f"{t} ({n:,})" for t, n in sorted(c.op_types.items(), key=lambda x: -x[1]))
-    return [f"| {c.count:,} | {pct(c.share_of_failures)} | {c.trend} | `{c.error_type}` | "
-            f"`{_md_escape(c.template[:100])}` | {types} |"]
+    types = ", ".join(f"{_md(t, 60)} ({n:,})"
+                      for t, n in sorted(c.op_types.items(), key=lambda x: -x[1]))
+    return [f"| {c.count:,} | {pct(c.share_of_failures)} | {c.trend} | "
+            f"{_code(c.error_type, 80)} | {_code(c.template, 100)} | {types} |"]
 
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("`", "'")
+# Characters that start markup inside a line of Markdown (emphasis, code, links,
+# HTML, entities, table cells). Line-start markup (#, -, >) cannot occur: the
+# text is one line and never starts one.
+# An underscore inside a word (process_issue) never starts emphasis and is kept.
+# "<" and "&" only start markup before a letter (a tag, an entity): "<= 7" stays.
+_MD_SPECIAL = re.compile(r"([\\`*\[\]|~]|[<&](?=[A-Za-z/!?#])"
+                         r"|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
+
+
+def _md(text: object, limit: int | None = None) -> str:
+    """Recorded data as Markdown text: one line, every markup character escaped.
+
+    An op type, message or context value can then neither add structure
+    (headings, rows, emphasis, links, HTML) to a report nor break a table.
+    """
+    return _MD_SPECIAL.sub(r"\\\1", one_line(text, limit))
+
+
+def _code(text: object, limit: int | None = None) -> str:
+    """Recorded data as a Markdown code span on one line (a backtick becomes ')."""
+    return "`" + one_line(text, limit).replace("`", "'").replace("|", "\\|") + "`"
 
 
 def report_markdown(snap: Snapshot, *, detailed: bool = False) -> str:
@@ -450,8 +479,8 @@ def report_markdown(snap: Snapshot, *, detailed: bool = False) -> str:
     d = fmt_value(snap.days)
     win = window_text(snap)
     out = [f"# learnkit report: last {d} days", "",
-           f"Generated {when(snap.now)} from `{snap.database_path}` "
-           f"(config `{snap.config_path}`). Every number covers the {win}.", "",
+           f"Generated {when(snap.now)} from {_code(snap.database_path)} "
+           f"(config {_code(snap.config_path)}). Every number covers the {win}.", "",
            "## Summary", ""]
     out += ["| | value |", "|---|---|",
             f"| Success rate, top-level operations | {rate_line(snap.top)} |",
@@ -482,8 +511,8 @@ def report_markdown(snap: Snapshot, *, detailed: bool = False) -> str:
     out += ["", "## Failure patterns", ""]
     if shown:
         out += ["| Tier | Finding | Confidence | Evidence |", "|---|---|---|---|"]
-        out += [f"| {t} | {_md_escape(short(p))} | {p.confidence or 0:.2f} | "
-                f"{_md_escape(details(p))} |" for t, p in shown]
+        out += [f"| {t} | {_md(short(p))} | {p.confidence or 0:.2f} | "
+                f"{_md(details(p))} |" for t, p in shown]
     else:
         out.append("None found.")
     if hidden:
@@ -508,8 +537,8 @@ def report_markdown(snap: Snapshot, *, detailed: bool = False) -> str:
     if not s["recommendations"]:
         out.append(f"None at confidence >= {snap.confidence_threshold:g}.")
     for rec in s["recommendations"]:
-        out.append(f"- **{rec_short(rec)}** (confidence {rec.confidence:.2f}, "
-                   f"action `{rec.action}`)")
+        out.append(f"- **{_md(rec_short(rec))}** (confidence {rec.confidence:.2f}, "
+                   f"action {_code(rec.action)})")
         if rec.expected:
             out.append("")
             out.append("  | expected | before | after |")
@@ -524,15 +553,15 @@ def report_markdown(snap: Snapshot, *, detailed: bool = False) -> str:
             out.append("")
     out += ["", "## Thresholds", ""]
     for name, th in snap.thresholds.items():
-        out.append(f"- {threshold_line(name, th)}" + (f": {th.description}" if th.description
-                                                      else ""))
+        out.append(f"- {_md(threshold_line(name, th))}"
+                   + (f": {_md(th.description, 300)}" if th.description else ""))
     out += ["", "### History", ""]
     if snap.history:
         out += ["| When | Threshold | Old | New | Kind | Confidence | Verdict | Status |",
                 "|---|---|---|---|---|---|---|---|"]
         for ch in snap.history:
             conf = "-" if ch.confidence is None else f"{ch.confidence:.2f}"
-            out.append(f"| {when(ch.at)} | {ch.name} | {fmt_value(ch.old_value)} | "
+            out.append(f"| {when(ch.at)} | {_md(ch.name, 80)} | {fmt_value(ch.old_value)} | "
                        f"{fmt_value(ch.new_value)} | {ch.kind} | {conf} | {ch.verdict or '-'} | "
                        f"{ch.status} |")
     else:
@@ -549,7 +578,7 @@ def _detailed_md(snap: Snapshot) -> list[str]:
     s = snap.summary
     out = ["", "## By operation type", ""]
     for t, r in snap.by_type.items():
-        out += [f"### {t}", "", f"- success rate {rate_line(r)}",
+        out += [f"### {_md(t, 120)}", "", f"- success rate {rate_line(r)}",
                 "- outcomes: " + ", ".join(f"{k} {v:,}" for k, v in r.counts.items())]
         p = snap.durations.get(t) or {}
         if p:
@@ -562,18 +591,19 @@ def _detailed_md(snap: Snapshot) -> list[str]:
         out.append("")
     out += ["## Error clusters in detail", ""]
     for c in s["error_clusters"]:
-        out += [f"### {c.error_type}: `{_md_escape(c.template[:120])}`", "",
+        out += [f"### {_md(c.error_type, 80)}: {_code(c.template, 120)}", "",
                 f"- {c.count:,} failures ({pct(c.share_of_failures)} of failures), trend "
                 f"{c.trend} ({c.previous_count:,} in the previous window)",
                 f"- first seen {when(c.first_seen)}, last seen {when(c.last_seen)}",
-                "- operation types: " + ", ".join(f"{t} ({n:,})" for t, n in c.op_types.items()),
-                f"- example: `{_md_escape(c.example[:300])}`"]
+                "- operation types: " + ", ".join(f"{_md(t, 60)} ({n:,})"
+                                                  for t, n in c.op_types.items()),
+                f"- example: {_code(c.example, 300)}"]
         mix = [p for p in s["failure_patterns"] if p.kind == "context"
                and p.error_type == c.error_type and p.template == c.template
                and tier(p.confidence, snap) is not None]
         if mix:
             out.append("- more common among failures when: " + "; ".join(
-                f"{p.attribute} {p.condition} {fmt_value(p.value)} "
+                f"{_md(f'{p.attribute} {p.condition} {fmt_value(p.value)}', 200)} "
                 f"({pct(p.failure_rate_in, 0)} of those failures, {pct(p.failure_rate_out, 0)} "
                 "otherwise)" for p in mix)
                 + " (the mix of failures, not the failure rate: it shifts whenever another "
@@ -785,11 +815,31 @@ def report_html(snap: Snapshot, *, detailed: bool = False) -> str:
             f"{html.escape(when(snap.now))}.</small></p></body></html>\n")
 
 
+_INLINE = re.compile(r"\\(.)|`([^`]*)`|(\*\*)|([^\\`*]+|.)", re.S)
+
+
 def _inline(text: str) -> str:
-    """Escape text, then render **bold** and `code` spans."""
-    t = html.escape(text)
-    t = re.sub(r"`([^`]*)`", r"<code>\1</code>", t)
-    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", t)
+    """Our Markdown's inline part as HTML: backslash escapes, `code` and **bold**.
+
+    One pass over tokens: an escaped character is always literal text, so
+    data escaped by :func:`_md` never turns into markup.
+    """
+    out: list[str] = []
+    bold = False
+    for m in _INLINE.finditer(text):
+        escaped, code, stars, plain = m.groups()
+        if escaped is not None:
+            out.append(html.escape(escaped))
+        elif code is not None:
+            out.append(f"<code>{html.escape(code.replace(chr(92) + '|', '|'))}</code>")
+        elif stars is not None:
+            out.append("</strong>" if bold else "<strong>")
+            bold = not bold
+        else:
+            out.append(html.escape(plain))
+    if bold:
+        out.append("</strong>")
+    return "".join(out)
 
 
 def _markdown_to_html(md: str) -> str:
@@ -813,8 +863,7 @@ def _markdown_to_html(md: str) -> str:
         line = raw.strip()
         if line.startswith("|"):
             if not re.fullmatch(r"\|[-|: ]+\|", line):  # skip the |---|---| separator
-                table.append([c.strip().replace("\\|", "|")
-                              for c in line.strip("|").split(" | ")])
+                table.append([c.strip() for c in line[1:-1].split(" | ")])
             continue
         flush_table()
         level = (len(raw) - len(raw.lstrip(" "))) // 2 + 1 if line.startswith("- ") else 0
