@@ -99,6 +99,9 @@ class StorageConfig:
     #: Delete raw rows older than this many days (0: keep them); rollups and the
     #: threshold history stay, so trends outlive the rows.
     retention_days: float = 0.0
+    #: Largest spill file, in MiB: records past twice ``max_queue`` (a sync burst on
+    #: the event loop) wait there instead of being dropped. 0: no spill file.
+    spill_max_mb: float = 1024.0
 
 
 @attrs.frozen
@@ -348,6 +351,7 @@ _RANGES = {
     "storage.max_queue": 100_000_000,
     "storage.pool_size": 1000,
     "storage.retention_days": 36600.0,
+    "storage.spill_max_mb": 1e7,
 }
 #: Thresholds are counts, sizes, scores: any magnitude beyond this is a typo,
 #: and value + step must stay finite.
@@ -417,6 +421,8 @@ def _validate(cfg: Config, report: Any) -> None:
                f"must name an environment variable, got {sc.password_env!r}")
     if sc.pool_size < 1:
         report("storage.pool_size", "must be at least 1")
+    if not sc.spill_max_mb >= 0:
+        report("storage.spill_max_mb", "must be a size in MiB, or 0 for no spill file")
     if not (sc.retention_days >= 0 and math.isfinite(sc.retention_days)):
         report("storage.retention_days", "must be a number of days, or 0 to keep every row")
     for i, pattern in enumerate(cfg.privacy.patterns):

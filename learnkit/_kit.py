@@ -32,8 +32,9 @@ from ._model import (
     valid_time,
 )
 from ._scrub import Scrubber
-from ._storage.factory import store_for
+from ._storage.factory import spill_place, store_for
 from ._storage.protocol import SharedThresholdStore
+from ._storage.spill import Spill
 from ._storage.writer import Writer, WriterStats
 from ._thresholds.admission import Admission, admit
 from ._thresholds.controller import ThresholdController
@@ -133,12 +134,17 @@ class Kit:
         self._loop_task: asyncio.Task[None] | None = None
         self._store = store_for(config, read_only=read_only)
         self._background: list[asyncio.Task[None]] = []
+        spill = None
+        if not read_only and config.storage.spill_max_mb > 0:
+            directory, stem = spill_place(config)
+            spill = Spill(directory, stem, int(config.storage.spill_max_mb * 2**20))
         self._writer = Writer(
             self._store,
             batch_size=config.storage.batch_size,
             flush_interval=config.storage.flush_interval,
             max_queue=config.storage.max_queue,
             scrub=self._stamp_and_scrub,
+            spill=spill,
         )
         self._scrub = Scrubber(
             enabled=config.privacy.scrub, patterns=config.privacy.patterns,
@@ -190,6 +196,10 @@ class Kit:
         if self._read_only:
             return
         self._writer.start()
+        try:
+            await self._writer.replay_orphans()
+        except Exception as exc:  # learnkit's own fault: never the caller's problem
+            log.error("learnkit: replaying spill files failed: %r", exc)
         self._start_background()
         if self._start_loop:
             self._loop_task = asyncio.get_running_loop().create_task(

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from .postgres import PostgresStore
     from .protocol import Store
 
-__all__ = ["ENV_URL", "database_url", "is_postgres", "location", "postgres_store", "sqlite_path",
-           "store_for"]
+__all__ = ["ENV_URL", "database_url", "is_postgres", "location", "postgres_store", "spill_place",
+           "sqlite_path", "store_for"]
 
 #: The environment variable that overrides the configured store.
 ENV_URL = "LEARNKIT_DATABASE_URL"
@@ -47,6 +47,19 @@ def sqlite_path(config: Config) -> Path:
         return config.database_path
     path = Path(url.removeprefix("sqlite://")).expanduser()
     return path if path.is_absolute() else config.path.parent / path
+
+
+def spill_place(config: Config) -> tuple[Path, str]:
+    """Where a store's spill files live, and the stem of their names: beside the
+    SQLite file, or beside the config for a PostgreSQL store (named after it)."""
+    url = database_url(config)
+    if is_postgres(url):
+        import hashlib
+
+        tag = hashlib.blake2b(location(config).encode(), digest_size=4).hexdigest()
+        return config.path.parent, f"learnkit-pg-{tag}"
+    path = sqlite_path(config)
+    return path.parent, path.name
 
 
 def location(config: Config) -> str:

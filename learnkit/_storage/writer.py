@@ -23,6 +23,7 @@ import attrs
 from .._errors import StoreCorruptError, StoreError, StoreUnavailableError
 from .._model import Operation
 from .protocol import Batch, Store
+from .spill import Spill, lock_orphan, mark_done, orphans, read_orphan, remove
 
 __all__ = ["WriterStats", "Writer"]
 
@@ -56,6 +57,9 @@ class WriterStats:
     last_error: str | None
     #: Running operations of dead processes marked abandoned when this kit opened.
     abandoned_on_open: int
+    #: Records waiting in the spill file (past the memory bound; written back as
+    #: the writer makes room).
+    spilled: int = 0
 
 
 class Writer:
@@ -71,8 +75,11 @@ class Writer:
         running_after: float = 1.0,
         heartbeat_every: float = 30.0,
         scrub: Callable[[Operation], None] | None = None,
+        spill: Spill | None = None,
     ) -> None:
         self.store = store
+        #: Where records past twice ``max_queue`` go instead of being dropped.
+        self.spill = spill
         #: Called on every operation before it becomes rows (credential scrubbing).
         self.scrub = scrub
         #: Called with each batch of completed operations once it is turned into
@@ -130,8 +137,7 @@ class Writer:
             return False
         if len(q) >= self.max_queue and not will_wait:
             if len(q) >= 2 * self.max_queue or not self._may_exceed():
-                self._drop(1)
-                return False
+                return self._spill(op)
         q.append(op)
         self.enqueued += 1
         if len(q) >= self.batch_size:
@@ -177,6 +183,27 @@ class Writer:
                     timeout=30.0,
                 )
         return len(self.queue) < 2 * self.max_queue
+
+    def _spill(self, op: Operation) -> bool:
+        """Past the memory bound: to the spill file (scrubbed first), else dropped."""
+        if self._keep_on_disk(op):
+            self.enqueued += 1
+            return True
+        self._drop(1)
+        return False
+
+    def _keep_on_disk(self, op: Operation) -> bool:
+        """Scrub (secrets never reach the disk) and append to the spill file."""
+        spill = self.spill
+        if spill is None:
+            return False
+        try:
+            if self.scrub is not None:
+                self.scrub(op)
+            return spill.add(op)
+        except Exception as exc:  # a bug here must not reach the caller
+            self._fault(exc)
+            return False
 
     def _drop(self, n: int) -> None:
         self.dropped += n
@@ -297,6 +324,9 @@ class Writer:
             rounds = 0
             while True:
                 running = self._running_to_store(everything and rounds == 0)
+                spill = self.spill
+                if spill is not None and spill.count and len(self.queue) < self.batch_size:
+                    self.queue.extend(spill.take(self.batch_size))
                 n = min(len(self.queue), self.batch_size)
                 if n == 0 and not running:
                     break
@@ -331,6 +361,8 @@ class Writer:
             if pending is not None and not await self._settle(pending):
                 ok = await self._commit_retries()
             if ok:
+                if self.spill is not None and not self.pending:
+                    self.spill.durable()
                 await self._maybe_heartbeat()
             self._signal_room()
             return ok
@@ -538,17 +570,70 @@ class Writer:
             self._task = None
         self.closed = True
         if not ok:
+            kept = 0
+            spill = self.spill
+            if spill is not None and self.broken is None:
+                # The store cannot take them now: the next open replays the file.
+                while self.queue and self._keep_on_disk(self.queue[0]):
+                    self.queue.popleft()
+                    kept += 1
             lost = self.pending
             self.dropped += lost
-            if lost:
+            if lost or kept:
                 log.error(
-                    "learnkit closed with %d record(s) unwritten to %s (%s)",
-                    lost, self.store.location, self.last_error,
+                    "learnkit closed with %d record(s) unwritten to %s (%s); %d of them "
+                    "kept in the spill file", lost + kept, self.store.location,
+                    self.last_error, kept,
                 )
             self.queue.clear()
             self._retry.clear()
+        if self.spill is not None:
+            path = self.spill.path
+            left = self.spill.close()
+            if left:
+                log.warning("learnkit: %d record(s) wait in %s; the next open of this store "
+                            "writes them", left, path)
         if self.dropped:
             self._log_drops("in all")
+
+    async def replay_orphans(self) -> int:
+        """Write the spill files that processes gone before left for this store
+        (see :mod:`learnkit._storage.spill`); returns how many records were written.
+
+        A file is replayed by one kit at a time (its lock), in chunks, each made
+        durable before the file's ``.done`` offset moves past it; a file is
+        deleted once all of it is stored. Stops, leaving the rest for the next
+        open, when the store does not take a chunk.
+        """
+        spill = self.spill
+        if spill is None:
+            return 0
+        done = 0
+        for path in orphans(spill.directory, spill.stem):
+            with contextlib.ExitStack() as stack:
+                if not lock_orphan(path, stack):
+                    continue
+                skipped = 0
+                for ops, bad, offset in read_orphan(path, self.batch_size):
+                    skipped += bad
+                    for op in ops:
+                        self.submit(op, will_wait=True)
+                        if self.full:
+                            await self.wait_for_room()
+                    if not await self.flush(timeout=10.0 + 2 * self.flush_interval):
+                        log.error("learnkit: could not write spilled records from %s (%s); "
+                                  "the next open tries again", path, self.last_error)
+                        return done
+                    mark_done(path, offset)
+                    done += len(ops)
+                remove(path)
+                if skipped:
+                    self.dropped += skipped
+                    log.error("learnkit: %d record(s) in %s could not be written back (their "
+                              "running rows were already marked abandoned)", skipped, path)
+        if done:
+            log.warning("learnkit: wrote %d record(s) spilled by an earlier process", done)
+        return done
 
     def after_fork(self) -> None:
         """In a child process: this writer's task and thread stayed in the parent.
@@ -557,6 +642,7 @@ class Writer:
         does nothing (it must not wait for a thread that does not exist).
         """
         self.forked = True
+        self.spill = None  # the parent's file (and its lock) stay the parent's
         self.queue.clear()
         self._retry.clear()
         self.live.clear()
@@ -574,6 +660,7 @@ class Writer:
             rejected=self.rejected,
             last_error=self.last_error,
             abandoned_on_open=self.store.abandoned_on_open,
+            spilled=0 if self.spill is None else self.spill.count,
         )
 
 

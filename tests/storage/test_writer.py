@@ -90,8 +90,9 @@ class TestVolume:
     async def test_sync_caller_on_the_loop_drops_are_counted(
         self, tmp_path: Path, caplog: pytest.LogCaptureFixture
     ) -> None:
-        """A sync caller that cannot wait overfills to 2x max_queue, then drops, counted and logged."""
-        cfg = write_config(tmp_path, max_queue=10, batch_size=1000)
+        """Without a spill file, a sync caller that cannot wait overfills to 2x max_queue,
+        then drops, counted and logged."""
+        cfg = write_config(tmp_path, max_queue=10, batch_size=1000, spill_max_mb=0)
 
         @tracked("tight")
         def tight() -> None:
@@ -615,7 +616,7 @@ class TestOverload:
     async def test_million_record_sync_burst_counts_drops_exactly(
         self, tmp_path: Path, caplog: pytest.LogCaptureFixture
     ) -> None:
-        cfg = write_config(tmp_path, max_queue=10_000)
+        cfg = write_config(tmp_path, max_queue=10_000, spill_max_mb=0)
         async with learnkit.open(cfg) as kit:
             for i in range(1_000_000):
                 kit.record("burst", outcome="success", started_at=1000.0 + i * 1e-3)

@@ -1,0 +1,204 @@
+"""The spill file: records past the memory bound wait on disk, and all of them land
+(reliability issue, item 2). Real files, real processes, real SQLite locks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import learnkit
+from learnkit import tracked
+
+from ..conftest import rows, sql, write_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.usefixtures("backend")
+
+
+def count(db: Path, where: str = "TRUE") -> int:
+    return int(sql(db, f"SELECT count(*) AS n FROM operations WHERE {where}")[0]["n"])
+
+
+def spill_files(directory: Path) -> list[Path]:
+    """The spill files in a directory (their ``.done`` progress files left out)."""
+    return sorted(p for p in directory.iterdir()
+                  if ".spill-" in p.name and p.name.endswith(".jsonl"))
+
+
+def leftovers(directory: Path) -> list[Path]:
+    """Everything spill-related left in a directory, progress files included."""
+    return sorted(p for p in directory.iterdir() if ".spill-" in p.name)
+
+
+class TestBurst:
+    async def test_a_sync_burst_past_the_bound_loses_nothing(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """200,000 records on the loop with room for 10,000 in memory: every one lands."""
+        cfg = write_config(tmp_path, max_queue=5_000)
+        n = 200_000
+        async with learnkit.open(cfg) as kit:
+            for i in range(n):  # never yields to the writer
+                kit.record("burst", outcome="success" if i % 3 else "failure",
+                           started_at=1000.0 + i * 1e-3, key=f"k{i}", context={"i": i})
+            st = kit.stats
+            assert st.spilled == n - 2 * 5_000  # in memory up to the bound, the rest on disk
+            assert st.dropped == 0 and st.enqueued == n
+            (path,) = spill_files(tmp_path)
+            assert path.stat().st_mode & 0o777 == 0o600
+            assert await kit.flush() is True
+            assert kit.stats.spilled == 0 and kit.stats.dropped == 0
+        db = tmp_path / "learnkit.db"
+        assert count(db) == n
+        assert count(db, "outcome = 'failure'") == len(range(0, n, 3))
+        # each record exactly once, with its own fields
+        keys = {r["key"] for r in sql(db, "SELECT key FROM operations")}
+        assert len(keys) == n
+        assert leftovers(tmp_path) == []  # emptied, then removed at close
+        assert "records go to" in caplog.text
+
+    async def test_nesting_is_kept(self, tmp_path: Path) -> None:
+        """Children spilled while their parent runs still point at it."""
+        cfg = write_config(tmp_path, max_queue=100)
+
+        @tracked("child")
+        def child() -> None:
+            pass
+
+        async with learnkit.open(cfg) as kit:
+            async with learnkit.track("parent"):
+                for _ in range(1_000):
+                    child()
+            assert await kit.flush() is True
+        db = tmp_path / "learnkit.db"
+        (parent,) = rows(db, "op_type = 'parent'")
+        assert count(db, f"op_type = 'child' AND parent_id = {parent['id']}") == 1_000
+
+    async def test_secrets_are_scrubbed_before_the_disk(self, tmp_path: Path) -> None:
+        cfg = write_config(tmp_path, max_queue=10)
+        async with learnkit.open(cfg) as kit:
+            for i in range(100):
+                kit.record("login", outcome="failure", started_at=1000.0 + i,
+                           error_type="AuthError", error_message="bad password=hunter2",
+                           context={"api_key": "sk-live-abcdef"})
+            (path,) = spill_files(tmp_path)
+            kit._writer.spill._w.flush()  # type: ignore[union-attr]  # see the bytes now
+            data = path.read_bytes()
+            assert data.count(b"\n") == 80
+            assert b"hunter2" not in data and b"sk-live-abcdef" not in data
+            await kit.flush()
+        assert count(tmp_path / "learnkit.db") == 100
+
+    async def test_no_spill_file_when_turned_off(self, tmp_path: Path) -> None:
+        cfg = write_config(tmp_path, max_queue=10, spill_max_mb=0)
+        async with learnkit.open(cfg) as kit:
+            for i in range(50):
+                kit.record("x", outcome="success", started_at=1000.0 + i)
+            assert kit.stats.dropped == 30
+        assert spill_files(tmp_path) == []
+
+    async def test_a_full_spill_file_drops_and_counts(self, tmp_path: Path) -> None:
+        cfg = write_config(tmp_path, max_queue=10, spill_max_mb=0.001)  # about 1 KiB
+        async with learnkit.open(cfg) as kit:
+            for i in range(200):
+                kit.record("x", outcome="success", started_at=1000.0 + i)
+            spilled, dropped = kit.stats.spilled, kit.stats.dropped
+            assert spilled > 0 and dropped > 0 and 20 + spilled + dropped == 200
+        assert count(tmp_path / "learnkit.db") == 200 - dropped
+
+
+@pytest.mark.sqlite_only
+class TestAcrossProcesses:
+    async def test_closing_while_the_store_is_locked_keeps_records_for_the_next_open(
+        self, tmp_path: Path
+    ) -> None:
+        cfg = write_config(tmp_path, max_queue=1_000, busy_timeout=0.05)
+        db = tmp_path / "learnkit.db"
+        async with learnkit.open(cfg) as kit:
+            await kit.flush()
+            blocker = sqlite3.connect(db, isolation_level=None)
+            blocker.execute("BEGIN EXCLUSIVE")
+            for i in range(5_000):
+                kit.record("late", outcome="success", started_at=1000.0 + i, key=str(i))
+            await kit.aclose(timeout=0.5)
+            assert kit.stats.dropped <= 2_000  # at most the batch being retried
+            kept = 5_000 - kit.stats.dropped
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        (path,) = spill_files(tmp_path)
+        assert path.read_bytes().count(b"\n") == kept
+        async with learnkit.open(cfg):
+            pass  # replays the orphan before anything else
+        assert count(db, "op_type = 'late'") == kept
+        assert leftovers(tmp_path) == []
+
+    def test_a_killed_process_leaves_an_orphan_that_the_next_open_writes(
+        self, tmp_path: Path
+    ) -> None:
+        """SIGKILL after a spill: what reached the file is written by the next open."""
+        cfg = write_config(tmp_path, max_queue=1_000)
+        child = textwrap.dedent(f"""
+            import asyncio, os, signal, learnkit
+            async def main():
+                async with learnkit.open({str(cfg)!r}) as kit:
+                    for i in range(60_000):
+                        kit.record("spilled", outcome="success", started_at=1000.0 + i,
+                                   key=str(i))
+                    os.kill(os.getpid(), signal.SIGKILL)
+            asyncio.run(main())
+        """)
+        proc = subprocess.run([sys.executable, "-c", child], cwd=ROOT, timeout=120)
+        assert proc.returncode == -signal.SIGKILL
+        (path,) = spill_files(tmp_path)
+        data = path.read_bytes()
+        complete = data.count(b"\n")
+        # All but the write buffer's last bytes reached the file.
+        assert complete > 50_000
+        env = {**os.environ}
+        reopen = subprocess.run(
+            [sys.executable, "-c", f"import asyncio, learnkit\n"
+             f"async def m():\n    async with learnkit.open({str(cfg)!r}): pass\n"
+             f"asyncio.run(m())"], cwd=ROOT, env=env, timeout=120)
+        assert reopen.returncode == 0
+        db = tmp_path / "learnkit.db"
+        assert count(db, "op_type = 'spilled'") == complete
+        keys = {r["key"] for r in sql(db, "SELECT key FROM operations")}
+        assert len(keys) == complete  # none twice
+        assert leftovers(tmp_path) == []
+
+    def test_a_live_process_file_is_not_taken(self, tmp_path: Path) -> None:
+        """Another kit's spill file is locked: an open elsewhere leaves it alone."""
+        from learnkit._storage.spill import orphans
+
+        cfg = write_config(tmp_path, max_queue=10)
+        child = textwrap.dedent(f"""
+            import asyncio, sys, learnkit
+            async def main():
+                async with learnkit.open({str(cfg)!r}) as kit:
+                    for i in range(100):
+                        kit.record("x", outcome="success", started_at=1000.0 + i)
+                    print("spilled", flush=True)
+                    sys.stdin.readline()
+            asyncio.run(main())
+        """)
+        with subprocess.Popen([sys.executable, "-c", child], cwd=ROOT, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE) as proc:
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                assert proc.stdout.readline().strip() == "spilled"
+                assert len(spill_files(tmp_path)) == 1
+                assert orphans(tmp_path, "learnkit.db") == []
+            finally:
+                proc.stdin.write("\n")
+                proc.stdin.close()
+                assert proc.wait(timeout=60) == 0
+        assert count(tmp_path / "learnkit.db") == 100
+        assert spill_files(tmp_path) == []
