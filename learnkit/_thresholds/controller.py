@@ -196,6 +196,12 @@ class ThresholdController:
         #: Threshold -> why its last recommended change could not be written
         #: (read-only or immutable learnkit.toml); cleared when one is written.
         self.not_applied: dict[str, str] = {}
+        # The lock on learnkit.toml as this process holds it: its fds (the file's,
+        # then each new file's), and who holds it. A change holds it from the
+        # moment it reads the time until its history record is stored.
+        self._lock_fds: list[int] = []
+        self._lock_owner: str | None = None  # "controller", "manual" or None
+        self._manual_open = 0  # manual changes holding the lock, not yet recorded
 
     # -- reading ------------------------------------------------------------------
 
@@ -258,19 +264,28 @@ class ThresholdController:
             await anyio.to_thread.run_sync(load_config, cfg.path)
             return await shared.swap(name, value, row, rolled_back=rolled_back)
         # One step under the file lock, the time read inside it: the history's
-        # order is the file's order, across processes.
-        fd = await anyio.to_thread.run_sync(lock_file, cfg.path)
+        # order is the file's order, across processes. The lock is taken in a
+        # thread; a manual change on the loop meanwhile is told to retry (it
+        # cannot block the loop this change needs to finish).
+        self._lock_owner = "controller"
+        try:
+            fds = [await anyio.to_thread.run_sync(lock_file, cfg.path)]
+        except BaseException:
+            self._lock_owner = None
+            raise
         try:
             row["at"] = self._db.now()
             written = await anyio.to_thread.run_sync(
                 functools.partial(rewrite_threshold, cfg.path, name, value, cfg.digest,
-                                  locked=True))
+                                  locked=True, hold=fds))
             self._db.live.set(written)
             if rolled_back is not None:
                 await self._db.store.update_change(rolled_back, status="rolled_back")
             return await self._db.store.record_change(row)
         finally:
-            unlock_file(fd)
+            self._lock_owner = None
+            for fd in fds:
+                unlock_file(fd)
 
     async def apply(self, summary: Summary) -> list[ThresholdChange]:
         """Apply the summary's threshold recommendations that clear every guard rail.
@@ -460,17 +475,49 @@ class ThresholdController:
             ) from None
         db = self._db
         rows: list[dict[str, Any]] = []
+        if self._db.shared is None:
+            self._hold_for_manual(db.live.config.path)
         try:
             self._write_by_hand(values, reason, rows)
         finally:
-            # Whatever was written is recorded, even when a later value failed.
+            # Whatever was written is recorded, even when a later value failed;
+            # the lock is let go once the record is stored.
             if rows:
                 self._on_change()
-            task = loop.create_task(self._record(rows), name="learnkit-record-manual-change")
+            task = loop.create_task(self._record(rows, manual=self._db.shared is None),
+                                    name="learnkit-record-manual-change")
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
         in_force = {name: db.live.config.thresholds[name].value for name in values}
         return ManualUpdate(task, in_force)
+
+    def _hold_for_manual(self, path: Any) -> None:
+        """Hold the config's lock for a manual change, on the loop thread.
+
+        Another manual change not yet recorded already holds it for this
+        process: the new one joins it. Another process holds it for a few
+        milliseconds at a time: wait, at most 10 s.
+
+        Raises:
+            ConcurrentEditError: the learning loop of this kit is changing a
+                threshold right now (it needs this loop to finish), or another
+                process kept the lock for 10 s.
+        """
+        if self._lock_owner == "controller":
+            raise ConcurrentEditError(
+                "the learning loop is changing a threshold in learnkit.toml right now; "
+                "call kit.config.update again in a moment")
+        if self._lock_owner is None:
+            self._lock_fds = [lock_file(path, timeout=10.0)]
+            self._lock_owner = "manual"
+        self._manual_open += 1
+
+    def _release_manual(self) -> None:
+        self._manual_open -= 1
+        if self._manual_open == 0 and self._lock_owner == "manual":
+            fds, self._lock_fds, self._lock_owner = self._lock_fds, [], None
+            for fd in fds:
+                unlock_file(fd)
 
     def _write_by_hand(self, values: Mapping[str, int | float], reason: str,
                        rows: list[dict[str, Any]]) -> None:
@@ -482,10 +529,15 @@ class ThresholdController:
             try:
                 for name, new in plan.items():
                     old = cfg.thresholds[name].value
-                    cfg = rewrite_threshold(cfg.path, name, new, cfg.digest)
+                    at = db.now()
+                    if db.shared is None:  # under the lock _hold_for_manual took
+                        cfg = rewrite_threshold(cfg.path, name, new, cfg.digest, locked=True,
+                                                hold=self._lock_fds)
+                    else:
+                        cfg = rewrite_threshold(cfg.path, name, new, cfg.digest)
                     db.live.set(cfg)
                     rows.append({
-                        "at": db.now(), "name": name, "old_value": old, "new_value": new,
+                        "at": at, "name": name, "old_value": old, "new_value": new,
                         "kind": "manual", "confidence": None, "reason": reason,
                         "evidence": "[]", "samples": None, "status": "applied",
                     })
@@ -496,11 +548,16 @@ class ThresholdController:
         raise ConcurrentEditError(
             f"{db.live.config.path} kept changing while updating {', '.join(values)}")
 
-    async def _record(self, rows: list[dict[str, Any]]) -> list[ThresholdChange]:
+    async def _record(self, rows: list[dict[str, Any]], *,
+                      manual: bool = False) -> list[ThresholdChange]:
         out = []
-        for row in rows:
-            row_id = await self._db.store.record_change(row)
-            out.append(_change({**row, "id": row_id, "verdict": None, "verdict_at": None}))
+        try:
+            for row in rows:
+                row_id = await self._db.store.record_change(row)
+                out.append(_change({**row, "id": row_id, "verdict": None, "verdict_at": None}))
+        finally:
+            if manual:
+                self._release_manual()
         return out
 
     async def drain(self) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -48,19 +49,35 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks; rename is 
 _before_replace: Callable[[Path], None] | None = None
 
 
-def lock_file(path: Path) -> int:
+def lock_file(path: Path, *, timeout: float | None = None) -> int:
     """Take the exclusive advisory lock that guards rewrites of ``path``; its fd.
 
     The lock is on the file itself (opened read-only: a read-only config can
     be locked too). A rewrite renames a new inode over the path, so a waiter
     that got the lock on the replaced inode takes it again on the new one.
+
+    Raises:
+        ConcurrentEditError: ``timeout`` seconds passed while another holds it.
     """
+    deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         fd = os.open(path, os.O_RDONLY)
         if fcntl is None:  # pragma: no cover - Windows
             return fd
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            if deadline is None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            else:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() > deadline:
+                            raise ConcurrentEditError(
+                                f"{path} stayed locked by another change for {timeout:g} s; "
+                                "try again") from None
+                        time.sleep(0.005)
             if os.fstat(fd).st_ino == os.stat(path).st_ino:
                 return fd
         except BaseException:
@@ -99,11 +116,14 @@ def _not_writable(path: Path) -> str | None:
     return None
 
 
-def atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str, *, hold: list[int] | None = None) -> None:
     """Replace ``path`` with ``text``: temp file, fsync, rename, fsync the directory.
 
     The new file keeps the old one's mode and (where the process may set
-    it) owner and group.
+    it) owner and group. With ``hold``, the new file is locked (its fd
+    appended to ``hold``) before it is renamed into place, so the lock
+    stays unbroken across the rename: nobody locks the new file until the
+    caller releases it.
 
     Raises:
         ConfigNotWritableError: the file or its directory is read-only or
@@ -130,6 +150,10 @@ def atomic_write(path: Path, text: str) -> None:
             os.fsync(f.fileno())
         if _before_replace is not None:
             _before_replace(tmp)
+        if hold is not None and fcntl is not None:
+            new_fd = os.open(tmp, os.O_RDONLY)
+            hold.append(new_fd)
+            fcntl.flock(new_fd, fcntl.LOCK_EX)  # nobody else has it open yet
         try:
             os.replace(tmp, path)
         except PermissionError as e:  # immutable file or directory
@@ -162,7 +186,7 @@ def _set_value(text: str, name: str, value: int | float) -> str:
 
 def rewrite_threshold(
     path: Path, name: str, value: int | float, expected_digest: str | None,
-    *, locked: bool = False,
+    *, locked: bool = False, hold: list[int] | None = None,
 ) -> Config:
     """Set ``thresholds.NAME.value`` in learnkit.toml, keeping everything else.
 
@@ -174,6 +198,8 @@ def rewrite_threshold(
             to skip the check.
         locked: the caller holds :func:`lock_file` already (to record the
             change under the same lock).
+        hold: with ``locked``, receives the fd of the lock on the new file,
+            which the caller releases (with the old one) when it is done.
 
     Returns:
         The config as written.
@@ -207,5 +233,5 @@ def rewrite_threshold(
                               "changing anything else; edit the file by hand",
                               key=f"thresholds.{name}.value")
         written = parse_config(new_text, path)
-        atomic_write(path, new_text)
+        atomic_write(path, new_text, hold=hold if locked else None)
         return written

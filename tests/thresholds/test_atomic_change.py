@@ -57,6 +57,102 @@ def test_processes_applying_back_to_back_keep_history_equal_to_file(tmp_path: Pa
     assert threshold_value(p) == changes[-1][1]
 
 
+def test_manual_and_controller_changes_from_four_processes_keep_history_equal_to_file(
+    tmp_path: Path,
+) -> None:
+    """Two processes change by hand (kit.config.update, not awaited at once), two through
+    the controller, 40 changes each: one chain in the history, ending at the file's value."""
+    p = tmp_path / "learnkit.toml"
+    p.write_text(BASE_CONFIG.replace("min = 3\nmax = 12", "min = 0\nmax = 1000")
+                 .replace("step = 1\n", "step = 100\n"))  # any move by hand is allowed
+    script = textwrap.dedent(f"""
+        import asyncio, random, sys, learnkit
+        from learnkit._errors import ConcurrentEditError
+        manual = sys.argv[1] == "manual"
+        async def main():
+            async with learnkit.open({str(p)!r}) as kit:
+                ctl = kit.controller
+                done = 0
+                while done < 40:
+                    await ctl._refresh()
+                    cfg = ctl._db.live.config
+                    old = cfg.thresholds["max_complexity"].value
+                    new = random.choice([v for v in range(5, 15) if v != old])
+                    try:
+                        if manual:
+                            pending = kit.config.update(max_complexity=new)
+                            if done % 3:
+                                await pending
+                            else:
+                                await asyncio.sleep(0)  # recorded in the background
+                        else:
+                            row = {{"at": kit.now(), "name": "max_complexity",
+                                   "old_value": old, "new_value": new, "kind": "lower",
+                                   "confidence": None, "reason": "test", "evidence": "[]",
+                                   "samples": None, "status": "applied"}}
+                            await ctl._commit_change(cfg, "max_complexity", new, row)
+                    except ConcurrentEditError:
+                        continue
+                    done += 1
+        asyncio.run(main())
+    """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", script, mode], env=env)
+             for mode in ("manual", "controller", "manual", "controller")]
+    assert [pr.wait(timeout=240) for pr in procs] == [0, 0, 0, 0]
+    changes = [(r["old_value"], r["new_value"], r["kind"]) for r in sql(
+        tmp_path / "learnkit.db",
+        "SELECT old_value, new_value, kind FROM threshold_changes ORDER BY at, id")]
+    # A manual update to the value another process set meanwhile changes nothing.
+    assert 140 <= len(changes) <= 160
+    assert {k for _, _, k in changes} == {"manual", "lower"}
+    assert changes[0][0] == 8
+    for (_, new, _), (old, _, _) in itertools.pairwise(changes):
+        assert old == new
+    assert threshold_value(p) == changes[-1][1]
+
+
+async def test_a_manual_change_during_the_controllers_change_is_refused_not_deadlocked(
+    tmp_path: Path,
+) -> None:
+    """The controller holds the config's lock while it records its change (awaiting the
+    store on the loop); a kit.config.update on the loop then must not block the loop."""
+    import asyncio
+    import threading
+
+    import learnkit
+    from learnkit._errors import ConcurrentEditError
+    from learnkit._thresholds import rewrite
+
+    p = tmp_path / "learnkit.toml"
+    p.write_text(BASE_CONFIG)
+    inside, go_on = threading.Event(), threading.Event()
+
+    def pause(_tmp: Path) -> None:  # runs in the controller's thread, lock held
+        inside.set()
+        go_on.wait(10)
+
+    async with learnkit.open(p) as kit:
+        ctl = kit.controller
+        cfg = ctl._db.live.config
+        row = {"at": kit.now(), "name": "max_complexity", "old_value": 8, "new_value": 7,
+               "kind": "lower", "confidence": None, "reason": "test", "evidence": "[]",
+               "samples": None, "status": "applied"}
+        rewrite._before_replace = pause
+        try:
+            change = asyncio.create_task(ctl._commit_change(cfg, "max_complexity", 7, row))
+            await asyncio.to_thread(inside.wait, 10)
+            with pytest.raises(ConcurrentEditError, match="learning loop"):
+                kit.config.update(max_complexity=6)
+            go_on.set()
+            await asyncio.wait_for(change, 10)
+        finally:
+            rewrite._before_replace = None
+            go_on.set()
+        await kit.config.update(max_complexity=6)  # free again
+    assert threshold_value(p) == 6
+
+
 def test_a_change_leaves_no_lock_file_beside_the_config(tmp_path: Path) -> None:
     """After changes, the config's directory holds what it held plus the documented
     database files: no learnkit.toml.lock, no temporary files."""
