@@ -157,6 +157,13 @@ APPLICATION_ID = 0x4C4B4954
 _OUR_TABLES = frozenset({"operations", "rollup_hourly", "sessions", "meta"})
 
 
+def _corrupt(path: Path, exc: BaseException) -> StoreCorruptError:
+    return StoreCorruptError(
+        f"{path}: damaged or not a database ({exc}); the file was not changed. Move it "
+        "away or restore a backup."
+    )
+
+
 def check_ours(conn: sqlite3.Connection, path: Path) -> None:
     """Read-only checks that ``path`` (open on ``conn``) is a sound learnkit database.
 
@@ -184,11 +191,15 @@ def check_ours(conn: sqlite3.Connection, path: Path) -> None:
                 "The file was not changed."
             )
         problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            raise _corrupt(path, exc) from exc
+        raise StoreUnavailableError(
+            f"{path}: locked by another process past the busy timeout ({exc}); try again "
+            "when it lets go. The file was not changed."
+        ) from exc
     except sqlite3.DatabaseError as exc:
-        raise StoreCorruptError(
-            f"{path}: damaged or not a database ({exc}); the file was not changed. Move it "
-            "away or restore a backup."
-        ) from None
+        raise _corrupt(path, exc) from exc
     if problems != ["ok"]:
         raise StoreCorruptError(
             f"{path}: the database is damaged ({'; '.join(problems)}); the file was not "
