@@ -1,8 +1,8 @@
 """Learning quality: does the controller move thresholds the right way, in worlds it was
 not tuned on?
 
-    python benchmarks/bench_learning.py [--seeds 20] [--days 56] [--jobs 2] [--quick]
-                                        [--worlds lower-60,noise,...] [--via track|record]
+    python benchmarks/bench_learning.py [--seeds 20] [--first-seed 0] [--days 56] [--jobs 2]
+                                        [--quick] [--worlds lower-60,noise,...] [--via track|record]
 
 Each world is a simulated orchestrator on simulated time (``learnkit.open(clock=...)``):
 every day ``ops_per_day`` issues are offered, each with context attributes drawn at
@@ -597,6 +597,9 @@ def warm_up() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seeds first-seed .. first-seed + seeds - 1 (check on seeds not "
+                         "developed on, e.g. --first-seed 1000)")
     ap.add_argument("--days", type=int, default=56)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--worlds", default=",".join(WORLDS),
@@ -616,7 +619,8 @@ def main() -> None:
         ap.error(f"unknown world(s): {', '.join(unknown)}")
     warm_up()
     t0 = time.perf_counter()
-    tasks = [(n, s) for n in names for s in range(args.seeds)]
+    tasks = [(n, s) for n in names
+             for s in range(args.first_seed, args.first_seed + args.seeds)]
     # Slow worlds first, so the pool stays busy to the end.
     tasks.sort(key=lambda t: -WORLDS[t[0]].ops_per_day)
     results: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
@@ -624,8 +628,8 @@ def main() -> None:
         futures = {pool.submit(one, n, s, args.days, args.via): n for n, s in tasks}
         for fut, n in futures.items():
             results[n].append(fut.result())
-    print(f"# bench_learning: {args.seeds} seeds, {args.days} days, change on day "
-          f"{args.days // 2}, admitted work recorded with "
+    print(f"# bench_learning: {args.seeds} seeds from {args.first_seed}, {args.days} days, "
+          f"change on day {args.days // 2}, admitted work recorded with "
           f"{'kit.record' if args.via == 'record' else 'learnkit.track'} "
           f"({time.perf_counter() - t0:.0f} s on {args.jobs} processes)")
     print("\nPolicies: learnkit (kit.admit + daily kit.learn_once), no learning (initial "

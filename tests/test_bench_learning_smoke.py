@@ -47,3 +47,16 @@ def test_bench_calibration_quick() -> None:
     for case in cases:
         assert f"### {case}\n" in out
     assert out.count("Verdict: ") == len(cases)
+
+
+def test_noise_world_never_moves_a_threshold() -> None:
+    """The noise world (50% success at every complexity, break-even 50%), 20 seeds x 56
+    days of daily learning: no threshold move at all.
+
+    The seeds are fixed, so this is a regression test, not a timing: before moves
+    had to hold on the outcomes since the last change (``stream_p``), seeds 4 and 18
+    moved max_complexity on a lucky or unlucky week (3 moves in these 20 seeds).
+    """
+    out = run("bench_learning.py", "--worlds", "noise", "--seeds", "20", "--jobs", "2")
+    line = next(x for x in out.splitlines() if x.startswith("Threshold moves:"))
+    assert line.startswith("Threshold moves: 0 in 20 seeds"), line

@@ -21,7 +21,34 @@ __all__ = ["Advisor"]
 RELATED_P = 0.001
 #: ... unless the band's own evidence alone is this strong (its anytime-valid
 #: p-value ``1/M``): a world where everything now succeeds has no trend left.
+#: Both are judged on the window, which is looked at every day: they make the
+#: recommendation. The controller applies an analysed move only when the same
+#: holds on the outcomes since the threshold last changed, a stream that only
+#: grows (``ThresholdController.related_since``), or the band's evidence there
+#: reaches STRONG_P with the level spent across weekly restarts
+#: (``ThresholdController.stream_p``): on the window alone, ~16 independent
+#: looks in 8 weeks moved a threshold on pure noise in 3 runs of 20.
 STRONG_P = 0.01
+
+
+def related_p(limit: str, values: dict[Any, list[int]]) -> float:
+    """P-value that failure rises across a threshold's attribute, in its direction.
+
+    ``values``: attribute value -> [ok, fail, ...]. The best cut of the values
+    (all outcomes, explored included), corrected for the choice of cut; 1.0
+    when the best cut points the other way (``limit`` is ``max``: failure must
+    rise with the value). Any cut counts, however few outcomes lie beyond it:
+    bands far from the limit are seen only through a little exploration.
+    """
+    from .statistics import max_cut
+
+    order = sorted(values)
+    best = max_cut([values[v][1] for v in order], [values[v][0] for v in order], 1)
+    if best is None:
+        return 1.0
+    _, z, p = best
+    worse_above = z > 0
+    return p if worse_above == (limit == "max") else 1.0
 
 
 class Advisor:
@@ -101,7 +128,8 @@ class Advisor:
             bands = ts.bands
             if bands is None:
                 continue
-            related = self._related(th, bands.values) <= RELATED_P
+            related_p = self._related(th, bands.values)
+            related = related_p <= RELATED_P
             values = bands.values
             lo = -math.inf if th.min is None else th.min
             hi = math.inf if th.max is None else th.max
@@ -117,7 +145,7 @@ class Advisor:
                 if conf >= cfg.confidence_threshold and (related or 1 / m <= STRONG_P):
                     recs.append(self._threshold_rec(
                         name, th, tighter, conf, values, band, bands.kept, bs, bf, True,
-                        min(1.0, 1 / m)))
+                        min(1.0, 1 / m), related_p))
             # Loosen: exploration shows the band just outside is worth attempting.
             above = bands.above
             xs = sum(values[v][3] for v in above)
@@ -129,31 +157,16 @@ class Advisor:
                 if conf >= cfg.confidence_threshold and (related or 1 / m <= STRONG_P):
                     recs.append(self._threshold_rec(
                         name, th, looser, conf, values, above, bands.kept + bands.band,
-                        xs, xf, False, min(1.0, 1 / m)))
+                        xs, xf, False, min(1.0, 1 / m), related_p))
         return recs
 
     def _related(self, th: ThresholdConfig, values: dict[Any, list[int]]) -> float:
-        """P-value that failure rises across the threshold's attribute, in its direction.
-
-        The best cut of the attribute's values (all outcomes, explored included),
-        corrected for the choice of cut; 1.0 when the best cut points the other
-        way. Any cut counts, however few outcomes lie beyond it: bands far from
-        the limit are seen only through a little exploration.
-        """
-        from .statistics import max_cut
-
-        order = sorted(values)
-        best = max_cut([values[v][1] for v in order], [values[v][0] for v in order], 1)
-        if best is None:
-            return 1.0
-        _, z, p = best
-        worse_above = z > 0
-        return p if worse_above == (th.limit == "max") else 1.0
+        return related_p(th.limit, values)
 
     def _threshold_rec(
         self, name: str, th: ThresholdConfig, new: float, conf: float,
         values: dict[Any, list[int]], band: list[Any], rest: list[Any],
-        s: int, f: int, tighten: bool, p_value: float | None,
+        s: int, f: int, tighten: bool, p_value: float | None, related_p: float,
     ) -> Recommendation:
         verb = "lower" if new < th.value else "raise"
         c = self.settings.failure_cost
@@ -199,7 +212,7 @@ class Advisor:
         return Recommendation(
             action=f"{verb}_threshold:{name}", message=message, confidence=conf,
             threshold=name, current=th.value, recommended=new_v, expected=expected,
-            evidence=(evidence,),
+            evidence=(evidence,), related_p=related_p,
         )
 
     def _pattern_recommendations(

@@ -142,6 +142,12 @@ class Recommendation:
     expected: dict[str, dict[str, float | None]] = attrs.Factory(dict)
     #: The patterns behind it.
     evidence: tuple[FailurePattern, ...] = ()
+    #: Threshold moves only: the p-value that the threshold's attribute predicts
+    #: failure in the threshold's direction over the window. Above
+    #: ``advice.RELATED_P`` the move rests on the band's own evidence alone, and
+    #: the controller applies it only when that evidence holds on the outcomes
+    #: since the threshold last changed (see docs/thresholds.md).
+    related_p: float | None = None
 
     def __str__(self) -> str:
         return f"{self.message} (confidence {self.confidence:.2f})"

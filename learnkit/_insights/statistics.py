@@ -352,6 +352,33 @@ def sequential_evidence(successes: int, failures: int, breakeven: float, side: s
     return math.exp(min(log_m, 700.0))
 
 
+def restart_p_value(
+    blocks: list[tuple[int, int]], breakeven: float, side: str, *, first: int = 0
+) -> float:
+    """Anytime-valid p-value that a band's rate lies on ``side`` of break-even, with
+    restarts: ``blocks`` are (successes, failures) of consecutive periods, oldest
+    first, the last possibly still growing.
+
+    Stream ``k`` holds every outcome from block ``k`` on; its mixture likelihood
+    ratio ``M_k`` (:func:`sequential_evidence`) gets the level ``alpha / ((k + 1)
+    (k + 2))``, and these levels sum to ``alpha``. So ``min_k (k + 1)(k + 2) / M_k``
+    is a p-value valid at any stopping time: looking every day does not inflate
+    it, and a stream that starts after the world changed sees only the new world
+    (old evidence is forgotten by restarting, not discarded by a sliding window,
+    which looked at afresh every day would test ~16 times in 8 weeks). ``first``:
+    the index of ``blocks[0]`` when older blocks are not passed (not tested; the
+    levels keep their indices).
+    """
+    best = 1.0
+    s = f = 0
+    for i in range(len(blocks) - 1, -1, -1):
+        s, f = s + blocks[i][0], f + blocks[i][1]
+        if s + f:
+            k = first + i
+            best = min(best, (k + 1) * (k + 2) / sequential_evidence(s, f, breakeven, side))
+    return best
+
+
 def prob_above(successes: int, failures: int, breakeven: float) -> float:
     """P(p > breakeven) for p ~ Beta(1 + successes, 1 + failures): a uniform prior."""
     return 1.0 - beta_cdf(breakeven, 1 + successes, 1 + failures)

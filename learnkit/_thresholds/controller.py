@@ -34,6 +34,7 @@ from .._errors import (
     LearnkitError,
     UnknownThresholdError,
 )
+from .._insights.advice import RELATED_P, STRONG_P
 from .._insights.patterns import Summary
 from .._model import DAY
 from .admission import steps_beyond
@@ -46,6 +47,12 @@ if TYPE_CHECKING:
 __all__ = ["ManualUpdate", "ThresholdChange", "ThresholdController", "Verdict"]
 
 log = logging.getLogger("learnkit")
+
+#: Meta key (+ threshold name): when the controller first saw a threshold that has
+#: no recorded change, the start of its outcomes' stream (see ``stream_p``).
+ANCHOR = "threshold_anchor:"
+#: Most weekly restarts ``stream_p`` tests (the newest ones).
+MAX_STREAMS = 12
 
 
 @attrs.frozen
@@ -368,6 +375,19 @@ class ThresholdController:
                             "that is still in the window", name, th.value, new_v)
                         return None
             kind = "lower" if new_v < th.value else "raise"
+            # The window is looked at every day: an analysed move must also hold on
+            # the outcomes since the threshold last changed (a stream that only
+            # grows). A recommendation made by hand (no related_p) is taken as is.
+            tighten = (new_v < th.value) == (th.limit == "max")
+            rel = 0.0 if rec.related_p is None else await self.related_since(name)
+            if rel > RELATED_P:
+                p, n = await self.stream_p(name, tighten=tighten)
+                if p > STRONG_P:
+                    self.logger.info(
+                        "learnkit: %s not changed: since its last change %s shows no trend "
+                        "(p %.3g) and the band's %d outcomes give p %.3g > %g",
+                        name, th.attribute, rel, n, p, STRONG_P)
+                    return None
             row = {
                 "at": db.now(), "name": name, "old_value": th.value, "new_value": new_v,
                 "kind": kind, "confidence": rec.confidence, "reason": rec.message,
@@ -593,7 +613,10 @@ class ThresholdController:
         cfg = db.config
         verdicts = []
         for name, th in cfg.thresholds.items():
-            changes = [c for c in await self.history(name)
+            history = await self.history(name)
+            if not history:
+                await self._anchor(name, history)  # its stream starts at the first look
+            changes = [c for c in history
                        if c.status == "applied" and c.kind in ("lower", "raise")]
             if not changes:
                 continue
@@ -703,31 +726,120 @@ class ThresholdController:
         db.exploration = plan
         return plan
 
-    async def _band(
-        self, th: ThresholdConfig, c: ThresholdChange, start: float, end: float
-    ) -> dict[str, Any]:
-        """Outcomes since the change in the band between the old and new value."""
-        assert c.old_value is not None
-        lo, hi = sorted((float(c.old_value), float(c.new_value)))
+    async def _band_counts(
+        self, th: ThresholdConfig, lo: float, hi: float, explored_only: bool,
+        start: float, end: float,
+    ) -> tuple[int, int, set[int | float]]:
+        """Successes, failures and values seen in the band between ``lo`` and ``hi``
+        (``(lo, hi]`` for a max limit, ``[lo, hi)`` for a min limit) in ``[start, end)``."""
         counts = await self._db.store.context_counts(
             start, end, th.attribute, th.op_type or None
         )
         s = f = 0
-        values = set()
+        values: set[int | float] = set()
         for (v, o, x), n in counts.items():
             val = _number(v)
             if val is None:
                 continue
             # For a max-limit lowered from 8 to 7 the band is (7, 8]; raised, the same.
             inside = lo < val <= hi if th.limit == "max" else lo <= val < hi
-            if not inside:
+            if not inside or (explored_only and not x):
                 continue
-            if c.kind == "lower" and not x:
-                continue  # refused work is known only through exploration
             values.add(_num(val))
             if o == "success":
                 s += n
             elif o == "failure":
                 f += n
+        return s, f, values
+
+    async def _band(
+        self, th: ThresholdConfig, c: ThresholdChange, start: float, end: float
+    ) -> dict[str, Any]:
+        """Outcomes since the change in the band between the old and new value."""
+        assert c.old_value is not None
+        lo, hi = sorted((float(c.old_value), float(c.new_value)))
+        # Refused work is known only through exploration.
+        s, f, values = await self._band_counts(th, lo, hi, c.kind == "lower", start, end)
         return {"values": sorted(values), "n": s + f, "successes": s, "failures": f,
                 "success_rate": s / (s + f) if s + f else None}
+
+    # -- evidence since the last change ---------------------------------------------
+
+    async def _anchor(self, name: str, history: list[ThresholdChange] | None = None) -> float:
+        """When the outcomes of ``name``'s current value began to count: its last
+        change, or the start of the window the controller first analysed it in
+        (kept in the store's meta)."""
+        if history is None:
+            history = await self.history(name)
+        if history:
+            return history[-1].at
+        store = self._db.store
+        key = ANCHOR + name
+        got = await store.meta_get(key)
+        if got is None:
+            # The first look's window is the first block: chosen by the clock, not
+            # by what the outcomes in it say, so the stream's start stays fixed.
+            start = self._db.now() - self._db.config.learning.window_days * DAY
+            if await store.meta_swap(key, None, repr(start)):
+                return start
+            got = await store.meta_get(key)
+        return float(got) if got is not None else self._db.now()
+
+    async def related_since(self, name: str) -> float:
+        """:func:`~learnkit._insights.advice.related_p` on the outcomes since ``name``
+        last changed (at most :data:`MAX_STREAMS` windows back)."""
+        from .._insights.advice import related_p
+
+        db = self._db
+        cfg = db.config
+        th = self._threshold(cfg, name)
+        now = db.now()
+        start = max(await self._anchor(name), now - MAX_STREAMS * cfg.learning.window_days * DAY)
+        values: dict[float, list[int]] = {}
+        for (v, o, _x), n in (await db.store.context_counts(
+                start, now, th.attribute, th.op_type or None)).items():
+            val = _number(v)
+            if val is None or o not in ("success", "failure"):
+                continue
+            values.setdefault(val, [0, 0])[o == "failure"] += n
+        return related_p(th.limit, values) if values else 1.0
+
+    async def stream_p(self, name: str, *, tighten: bool) -> tuple[float, int]:
+        """Anytime-valid p-value that the band next to ``name``'s limit is on the side
+        a move assumes, on its outcomes since the threshold last changed; and n.
+
+        ``tighten``: the band just inside the limit, all its outcomes, below
+        break-even. Else the band just outside, explored outcomes, above it.
+        The outcomes since the anchor (:meth:`_anchor`) are cut into blocks of
+        ``window_days``; stream ``k`` holds every outcome from block ``k`` on and
+        gets the level ``alpha / ((k + 1)(k + 2))`` (these sum to ``alpha``), so
+        old evidence is forgotten by restarting, without looking at the same
+        outcomes at a fresh level every day
+        (:func:`~learnkit._insights.statistics.restart_p_value`). At most
+        :data:`MAX_STREAMS` of the newest streams are tested.
+        """
+        from .._insights.statistics import restart_p_value
+
+        db = self._db
+        cfg = db.config
+        th = self._threshold(cfg, name)
+        lc = cfg.learning
+        breakeven = lc.failure_cost / (1 + lc.failure_cost)
+        now = db.now()
+        anchor = await self._anchor(name)
+        width = lc.window_days * DAY
+        last = max(0, int((now - anchor) // width))
+        step = float(th.step)
+        v = float(th.value)
+        if th.limit == "max":
+            lo, hi = (v - step, v) if tighten else (v, v + step)
+        else:
+            lo, hi = (v, v + step) if tighten else (v - step, v)
+        blocks = []
+        first = max(0, last - MAX_STREAMS + 1)
+        for k in range(first, last + 1):
+            end = now if k == last else anchor + (k + 1) * width
+            bs, bf, _ = await self._band_counts(th, lo, hi, not tighten, anchor + k * width, end)
+            blocks.append((bs, bf))
+        p = restart_p_value(blocks, breakeven, "below" if tighten else "above", first=first)
+        return p, sum(s + f for s, f in blocks)

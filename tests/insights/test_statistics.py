@@ -15,6 +15,8 @@ from learnkit._insights.statistics import (
     max_cut,
     prob_effect,
     prob_greater,
+    restart_p_value,
+    sequential_evidence,
     storey_pi0,
     wilson_interval,
 )
@@ -227,3 +229,50 @@ class TestProbEffect:
         assert pe(1, 0.5) > pe(1, 0.9) > pe(1, 0.99)
         odds = [pe(k, 0.9) / (1 - pe(k, 0.9)) for k in (1, 10)]
         assert odds[0] / odds[1] == pytest.approx(10)
+
+
+class TestRestartPValue:
+    """``restart_p_value``: anytime-valid with weekly restarts (the controller's gate)."""
+
+    def test_daily_looks_at_break_even_stay_within_alpha(self) -> None:
+        """A band exactly at break-even, looked at after every day for 8 weeks of 7-day
+        blocks, 5 outcomes a day: moves at p <= 0.05 in at most 5% of 2,000 runs.
+
+        The sliding 7-day window it replaces, tested afresh each day at 0.05,
+        passes in far more (asserted too, so the comparison can fail)."""
+        rng = np.random.default_rng(7)
+        runs, days, per_day, alpha = 2000, 56, 5, 0.05
+        hits = sliding_hits = 0
+        for _ in range(runs):
+            daily = rng.binomial(per_day, 0.5, size=days)
+            hit = slide = False
+            for d in range(1, days + 1):
+                blocks = [(int(daily[i:min(i + 7, d)].sum()),
+                           int(min(i + 7, d) - i) * per_day - int(daily[i:min(i + 7, d)].sum()))
+                          for i in range(0, d, 7)]
+                if restart_p_value(blocks, 0.5, "below") <= alpha:
+                    hit = True
+                w = daily[max(0, d - 7):d]
+                s = int(w.sum())
+                if 1 / sequential_evidence(s, len(w) * per_day - s, 0.5, "below") <= alpha:
+                    slide = True
+            hits += hit
+            sliding_hits += slide
+        assert hits / runs <= alpha
+        assert sliding_hits > 2 * hits
+
+    def test_a_restart_sees_a_changed_world(self) -> None:
+        """Four weeks at 20% then one at 90%: the newest stream shows 'above', which the
+        one stream since the start (fed the old weeks too) cannot."""
+        blocks = [(7, 28)] * 4 + [(32, 3)]
+        assert restart_p_value(blocks, 0.5, "above") < 0.01
+        s, f = sum(b[0] for b in blocks), sum(b[1] for b in blocks)
+        assert 1 / sequential_evidence(s, f, 0.5, "above") > 0.5
+
+    def test_levels_keep_their_index(self) -> None:
+        """Leaving old blocks out (``first``) never makes the p-value smaller."""
+        blocks = [(2, 30), (20, 15), (30, 5)]
+        full = restart_p_value(blocks, 0.5, "above")
+        assert restart_p_value(blocks[1:], 0.5, "above", first=1) >= full
+        assert restart_p_value(blocks[1:], 0.5, "above", first=1) < \
+            restart_p_value(blocks[1:], 0.5, "above", first=5)
