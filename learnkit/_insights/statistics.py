@@ -349,7 +349,9 @@ def sequential_evidence(successes: int, failures: int, breakeven: float, side: s
         terms.append(successes * math.log(p / b) + failures * math.log((1 - p) / (1 - b)))
     top = max(terms)
     log_m = top + math.log(sum(math.exp(t - top) for t in terms) / len(terms))
-    return math.exp(min(log_m, 700.0))
+    # Clamped both ways: a million outcomes on the wrong side must not underflow
+    # to 0 (callers take 1/M) nor overflow.
+    return math.exp(max(-700.0, min(log_m, 700.0)))
 
 
 def restart_p_value(

@@ -276,3 +276,12 @@ class TestRestartPValue:
         assert restart_p_value(blocks[1:], 0.5, "above", first=1) >= full
         assert restart_p_value(blocks[1:], 0.5, "above", first=1) < \
             restart_p_value(blocks[1:], 0.5, "above", first=5)
+
+
+def test_sequential_evidence_never_zero_on_large_counts() -> None:
+    """A million outcomes far on the other side used to underflow M to 0.0, and the
+    advisor's ``1 / M`` raised ZeroDivisionError on a year of data."""
+    m = sequential_evidence(900_000, 100_000, 0.5, "below")
+    assert 0 < m < 1e-300
+    assert 1 / m > 1e300
+    assert restart_p_value([(900_000, 100_000)], 0.5, "below") == 1.0
