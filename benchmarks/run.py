@@ -514,10 +514,17 @@ def profile_writer(workdir: Path, n: int) -> None:
 # -- the stored-operations databases ---------------------------------------------------------
 
 
-def rollup_tables(conn: sqlite3.Connection) -> list[str]:
+def rollup_tables(conn: sqlite3.Connection, *, readable: bool = False) -> list[str]:
+    """The rollup tables as stored (context counts keyed by integer ids), or with
+    ``readable`` as read by name: the keyed tables replaced by their views, whose
+    rows compare across databases (ids do not)."""
+    if not readable:
+        return [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '%rollup%'"
+            " ORDER BY name")]
     return [r[0] for r in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '%rollup%'"
-        " ORDER BY name")]
+        "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name LIKE '%rollup%'"
+        " ORDER BY name") if "key" not in columns_of(conn, r[0])]
 
 
 def columns_of(conn: sqlite3.Connection, table: str) -> list[str]:
@@ -735,7 +742,7 @@ def compare_rollups(db_a: Path, db_b: Path) -> list[str]:
     problems = []
     conn = sqlite3.connect(db_a)
     conn.execute("ATTACH DATABASE ? AS b", (str(db_b),))
-    for table in rollup_tables(conn):
+    for table in rollup_tables(conn, readable=True):
         cols = [c for c in columns_of(conn, table)
                 if c not in ("duration_sum", "first_seen", "last_seen", "example")]
         sel = ", ".join(cols)

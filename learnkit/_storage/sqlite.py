@@ -56,10 +56,14 @@ _ROLLUP = (
     " VALUES (?,?,?,?,?) ON CONFLICT (hour, op_type, outcome) DO UPDATE SET"
     " n = n + excluded.n, duration_sum = duration_sum + excluded.duration_sum"
 )
+_CONTEXT_KEY = "INSERT OR IGNORE INTO context_keys (op_type, attr, value) VALUES (?,?,?)"
+_ERROR_KEY = (
+    "INSERT OR IGNORE INTO error_keys (op_type, error_type, signature) VALUES (?,?,?)"
+)
 _CONTEXT_ROLLUP = (
-    "INSERT INTO context_rollup (hour, op_type, attr, value, outcome, explore, n)"
-    " VALUES (?,?,?,?,?,?,?) ON CONFLICT (hour, op_type, attr, value, outcome, explore)"
-    " DO UPDATE SET n = n + excluded.n"
+    "INSERT INTO context_rollup_hourly (hour, key, outcome, explore, n)"
+    " SELECT ?, id, ?, ?, ? FROM context_keys WHERE op_type = ? AND attr = ? AND value = ?"
+    " ON CONFLICT (hour, key, outcome, explore) DO UPDATE SET n = n + excluded.n"
 )
 _ERROR_ROLLUP = (
     "INSERT INTO error_rollup (hour, op_type, error_type, signature, n, first_seen, last_seen,"
@@ -68,26 +72,40 @@ _ERROR_ROLLUP = (
     " last_seen = max(last_seen, excluded.last_seen)"
 )
 _ERROR_CONTEXT_ROLLUP = (
-    "INSERT INTO error_context_rollup (hour, op_type, error_type, signature, attr, value, n)"
-    " VALUES (?,?,?,?,?,?,?) ON CONFLICT (hour, op_type, error_type, signature, attr, value)"
-    " DO UPDATE SET n = n + excluded.n"
+    "INSERT INTO error_context_rollup_hourly (hour, error_key, key, n)"
+    " SELECT ?, e.id, k.id, ? FROM error_keys e, context_keys k"
+    " WHERE e.op_type = ? AND e.error_type = ? AND e.signature = ?"
+    " AND k.op_type = ? AND k.attr = ? AND k.value = ?"
+    " ON CONFLICT (hour, error_key, key) DO UPDATE SET n = n + excluded.n"
 )
 
 
 def _write_rollups(conn: sqlite3.Connection, agg: Aggregate) -> None:
-    """Add an aggregate's counts to the four rollup tables (inside a transaction)."""
+    """Add an aggregate's counts to the four rollups (inside a transaction).
+
+    Context and error-context counts are keyed by integer ids (``context_keys``,
+    ``error_keys``): the keys are added first if new, then each count finds its
+    ids through the keys' unique index, in SQL.
+    """
     if agg.outcomes:
         conn.executemany(
             _ROLLUP, [(t, h, o, n, d) for (t, h, o), (n, d) in agg.outcomes.items()]
         )
+    if agg.context or agg.error_context:
+        keys = {(t, a, v) for (_, t, a, v, _, _) in agg.context}
+        keys.update((t, a, v) for (_, t, _, _, a, v) in agg.error_context)
+        conn.executemany(_CONTEXT_KEY, sorted(keys))
     if agg.context:
-        conn.executemany(_CONTEXT_ROLLUP, [(*k, n) for k, n in agg.context.items()])
+        conn.executemany(_CONTEXT_ROLLUP, [(h, o, x, n, t, a, v)
+                                           for (h, t, a, v, o, x), n in agg.context.items()])
     if agg.errors:
         conn.executemany(_ERROR_ROLLUP, [(*k, *v) for k, v in agg.errors.items()])
     if agg.error_context:
-        conn.executemany(
-            _ERROR_CONTEXT_ROLLUP, [(*k, n) for k, n in agg.error_context.items()]
-        )
+        conn.executemany(_ERROR_KEY, sorted({(t, et, sig)
+                                             for (_, t, et, sig, _, _) in agg.error_context}))
+        conn.executemany(_ERROR_CONTEXT_ROLLUP, [
+            (h, n, t, et, sig, t, a, v)
+            for (h, t, et, sig, a, v), n in agg.error_context.items()])
 
 
 def _same(stored: tuple[Any, ...], rec: ImportRecord) -> bool:
@@ -417,7 +435,7 @@ class SQLiteStore:
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
         if existed:
             self._check_ours(conn)  # before anything that could write to it
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = self._set_wal(conn)
         if mode != "wal":
             raise StoreError(f"{self.path}: cannot use WAL journal mode (got {mode})")
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -442,6 +460,21 @@ class SQLiteStore:
                 " (SELECT coalesce(max(id), 0) + 1 FROM operations))"
             )
         self._register_session()
+
+    def _set_wal(self, conn: sqlite3.Connection) -> str:
+        """``PRAGMA journal_mode = WAL``, retried while another process holds the new
+        file (several processes creating one database at once): SQLite reports
+        that as locked at once, without waiting for the busy timeout."""
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.005
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
     def _check_ours(self, conn: sqlite3.Connection) -> None:
         """Refuse, without writing a byte, a file that is not a sound learnkit database
@@ -992,9 +1025,12 @@ class SQLiteStore:
                 " WHERE hour >= ? AND hour < ?", args,
             ):
                 ws.outcomes[(t, h, o)] = n
+            # Summed by integer key, then the keys' text joined to the sums.
             for t, a, v, o, x, n in (await self.fetchall(
-                "SELECT op_type, attr, value, outcome, explore, sum(n) FROM context_rollup"
-                " WHERE hour >= ? AND hour < ? GROUP BY 1, 2, 3, 4, 5", args,
+                "SELECT k.op_type, k.attr, k.value, r.outcome, r.explore, r.n FROM"
+                " (SELECT key, outcome, explore, sum(n) AS n FROM context_rollup_hourly"
+                "  WHERE hour >= ? AND hour < ? GROUP BY 1, 2, 3) r"
+                " JOIN context_keys k ON k.id = r.key", args,
             ) if context else []):
                 ws.context[(t, a, v, o, x)] = n
             for t, et, sig, n, first, last, example in await self.fetchall(
@@ -1004,9 +1040,11 @@ class SQLiteStore:
             ):
                 ws.errors[(t, et, sig)] = [n, first, last, example]
             for t, et, sig, a, v, n in (await self.fetchall(
-                "SELECT op_type, error_type, signature, attr, value, sum(n)"
-                " FROM error_context_rollup WHERE hour >= ? AND hour < ?"
-                " GROUP BY 1, 2, 3, 4, 5", args,
+                "SELECT e.op_type, e.error_type, e.signature, k.attr, k.value, r.n FROM"
+                " (SELECT error_key, key, sum(n) AS n FROM error_context_rollup_hourly"
+                "  WHERE hour >= ? AND hour < ? GROUP BY 1, 2) r"
+                " JOIN error_keys e ON e.id = r.error_key JOIN context_keys k ON k.id = r.key",
+                args,
             ) if context else []):
                 ws.error_context[(t, et, sig, a, v)] = n
         edges = await self._edges(start, end)
@@ -1112,11 +1150,13 @@ class SQLiteStore:
         if h0 < h1:
             type_sql, type_args = ("AND op_type = ?", [op_type]) if op_type else ("", [])
             for v, o, x, n in await self.fetchall(
-                "SELECT value, outcome, explore, sum(n) FROM context_rollup"
-                f" WHERE hour >= ? AND hour < ? AND attr = ? {type_sql} GROUP BY 1, 2, 3",
+                "SELECT k.value, r.outcome, r.explore, sum(r.n) FROM context_rollup_hourly r"
+                " JOIN context_keys k ON k.id = r.key"
+                f" WHERE r.hour >= ? AND r.hour < ? AND r.key IN (SELECT id FROM context_keys"
+                f" WHERE attr = ? {type_sql}) GROUP BY 1, 2, 3",
                 [h0, h1, attr, *type_args],
             ):
-                out[(v, o, x)] = n
+                out[(v, o, x)] = out.get((v, o, x), 0) + n
         for (_, t, a, v, o, x), n in (await self._edges(start, end)).context.items():
             if a == attr and (op_type is None or t == op_type):
                 out[(v, o, x)] = out.get((v, o, x), 0) + n

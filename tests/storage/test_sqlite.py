@@ -62,6 +62,38 @@ class TestSchema:
             ("old", None)]
         conn.close()
 
+    async def test_string_keyed_rollups_migrate_to_integer_keys(self, tmp_path: Path) -> None:
+        """Context rollups written by the string-keyed schema come through the move to
+        integer keys unchanged: the same rows through the old names (now views), and
+        the same counts through the store's queries."""
+        db = tmp_path / "learnkit.db"
+        conn = sqlite3.connect(db)
+        for m in MIGRATIONS[:-1]:
+            conn.executescript(m)
+        ctx = [(h, t, a, v, o, x, n) for n, (h, t, a, v, o, x) in enumerate([
+            (10, "run", "lang", '"go"', "success", 0), (10, "run", "lang", '"go"', "failure", 1),
+            (11, "run", "lang", '"go"', "failure", 0), (11, "pr", "lang", '"go"', "success", 0),
+            (11, "run", "complexity", "7", "failure", 0), (12, "run", "lang", '"py"', "skipped", 0),
+        ], start=1)]
+        errctx = [(10, "run", "TestFailure", "tests failed", "lang", '"go"', 4),
+                  (11, "run", "TestFailure", "tests failed", "complexity", "7", 2),
+                  (11, "pr", "Conflict", "conflict in <*>", "lang", '"go"', 1)]
+        conn.executemany("INSERT INTO context_rollup VALUES (?,?,?,?,?,?,?)", ctx)
+        conn.executemany("INSERT INTO error_context_rollup VALUES (?,?,?,?,?,?,?)", errctx)
+        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+        conn.commit()
+        conn.close()
+        async with learnkit.open(write_config(tmp_path)) as kit:
+            counts = await kit.database.store.context_counts(0.0, 13 * 3600.0, "lang", "run")
+        assert counts == {('"go"', "success", 0): 1, ('"go"', "failure", 1): 2,
+                          ('"go"', "failure", 0): 3, ('"py"', "skipped", 0): 6}
+        assert pragma(db, "user_version") == SCHEMA_VERSION
+        conn = sqlite3.connect(db)
+        assert sorted(conn.execute("SELECT * FROM context_rollup")) == sorted(ctx)
+        assert sorted(conn.execute("SELECT * FROM error_context_rollup")) == sorted(errctx)
+        assert conn.execute("SELECT count(*) FROM context_keys").fetchone()[0] == 4
+        conn.close()
+
     async def test_newer_schema_is_refused(self, tmp_path: Path) -> None:
         """A database from a newer learnkit is not touched; the error says to upgrade."""
         db = tmp_path / "learnkit.db"
