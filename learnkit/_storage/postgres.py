@@ -43,7 +43,8 @@ from .._errors import StoreError, StoreUnavailableError
 from .._model import HOUR, Operation
 from .protocol import EXPORT_FIELDS, Batch, ExportRow, ImportRecord, ImportResult, WindowStats
 from .rollup import Aggregate, Encoder
-from .sqlite import _IMPORT_COMPARE, _pid_alive, _process_start, _same, split_window
+from .series import collect, plan_series, split_window
+from .sqlite import _IMPORT_COMPARE, _pid_alive, _process_start, _same
 
 __all__ = ["PG_MIGRATIONS", "PG_SCHEMA_VERSION", "PgBatch", "PostgresStore", "redact_url"]
 
@@ -919,6 +920,29 @@ class PostgresStore:
             counts[o] = counts.get(o, 0) + n
         return counts
 
+    async def outcome_counts_series(
+        self, windows: Sequence[tuple[float, float]], *, op_type: str | None = None,
+        top_level: bool = False,
+    ) -> list[dict[str, int]]:
+        """Operations per outcome in each window ``[start, end)`` of ``windows``, in one
+        statement (see :func:`~learnkit._storage.series.plan_series`): the ranges
+        :meth:`outcome_counts` (or :meth:`top_level_counts`) reads for each window,
+        passed as arrays and joined against the rollup's key or the ``ended_at``
+        index, grouped by (window, outcome)."""
+        plan = plan_series(windows, top_level=top_level)
+        args: list[Any] = []
+        if plan.hours:
+            args.extend(list(c) for c in zip(*plan.hours, strict=True))
+        if plan.rows:
+            i, lo, hi = zip(*plan.rows, strict=True)
+            args.extend([list(i), [float(x) for x in lo], [float(x) for x in hi]])
+        if not args:
+            return collect(plan.windows, ())
+        if op_type:
+            args.append(op_type)
+        sql = _series_sql(bool(plan.hours), bool(plan.rows), top_level, bool(op_type))
+        return collect(plan.windows, await self.fetchall(sql, args))
+
     async def outcome_counts(
         self, start: float, end: float, *, op_type: str | None = None, by_type: bool = False
     ) -> dict[tuple[str, str], int]:
@@ -1188,6 +1212,38 @@ class PostgresStore:
             "DELETE FROM sessions WHERE state <> 'open' AND ended_at < $1", cut
         )
         return total
+
+
+def _series_sql(hours: bool, rows: bool, top_level: bool, typed: bool) -> str:
+    """The statement of :meth:`PostgresStore.outcome_counts_series`: (window, outcome,
+    count) rows from arrays of (window, low, high) ranges, hours of the rollup first
+    (when ``hours``), then times of rows (when ``rows``), then the op_type."""
+    n = 0
+
+    def ranges(kind: str, alias: str) -> str:
+        nonlocal n
+        n += 3
+        return (f"unnest(${n - 2}::int[], ${n - 1}::{kind}[], ${n}::{kind}[])"
+                f" AS {alias}(i, lo, hi)")
+
+    parts = []
+    h = ranges("bigint", "h") if hours else ""
+    r = ranges("float8", "r") if rows else ""
+    t = f" AND o.op_type = ${n + 1}" if typed else ""
+    top = " AND o.parent_id IS NULL" if top_level else ""
+    if hours:
+        parts.append(
+            f"SELECT h.i, o.outcome, sum(o.n)::bigint FROM {h} JOIN rollup_hourly o"
+            f" ON o.hour >= h.lo AND o.hour < h.hi{t} GROUP BY 1, 2")
+    if rows:
+        parts.append(
+            f"SELECT r.i, o.outcome, count(*) FROM {r} JOIN operations o"
+            f" ON o.ended_at >= r.lo AND o.ended_at < r.hi{top}{t} GROUP BY 1, 2")
+        parts.append(
+            f"SELECT r.i, o.outcome, count(*) FROM {r} JOIN operations o"
+            " ON o.ended_at IS NULL AND o.outcome = 'abandoned'"
+            f" AND o.started_at >= r.lo AND o.started_at < r.hi{top}{t} GROUP BY 1, 2")
+    return " UNION ALL ".join(parts)
 
 
 def _rollup_columns(agg: Aggregate | _ScrubbedAggregate) -> list[list[list[Any]]]:
