@@ -10,6 +10,7 @@ import random
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -20,7 +21,7 @@ from learnkit._model import ENDED_OUTCOMES
 from learnkit._storage.protocol import ImportRecord
 from learnkit._storage.series import plan_series
 
-from ..conftest import T0, Clock
+from ..conftest import T0, Backend, Clock
 
 DAY = 86400.0
 HOUR = 3600.0
@@ -171,6 +172,41 @@ class TestAnalytics:
                     assert series == [await a.get_rate(step, step * k, top_level=top)
                                       for k in range(steps - 1, -1, -1)]
             assert sum(r.n for r in await a.get_weekly_trend(3)) > 0
+
+
+class TestStatements:
+    @pytest.mark.parametrize("top_level", [False, True])
+    async def test_one_statement_whatever_the_weeks(
+        self, config_path: Path, clock: Clock, backend: Backend,
+        monkeypatch: pytest.MonkeyPatch, top_level: bool,
+    ) -> None:
+        """A trend of 2 weeks and one of 52 read with the same number of statements: one."""
+        await imported(config_path, make_records(6, 200))
+        async with learnkit.open(config_path, clock=clock) as kit:
+            store = kit.database.store
+            issued: list[str] = []
+            real = store.fetchall  # type: ignore[attr-defined]
+
+            async def counting(sql: str, args: Sequence[Any] = ()) -> list[Any]:
+                issued.append(sql)
+                return await real(sql, args)  # type: ignore[no-any-return]
+
+            monkeypatch.setattr(store, "fetchall", counting)
+            traced: list[str] = []
+            if backend.name == "sqlite":  # what the driver ran, not only what was asked
+                await store._reader().set_trace_callback(traced.append)  # type: ignore[attr-defined]
+            per_call = []
+            for weeks in (2, 52):
+                issued.clear()
+                traced.clear()
+                trend = await kit.analytics.get_weekly_trend(weeks, top_level=top_level)
+                assert len(trend) == weeks
+                per_call.append((len(issued), len(traced)))
+            assert per_call[0] == per_call[1]
+            assert per_call[0][0] == 1
+            if backend.name == "sqlite":
+                assert per_call[0][1] == 1
+                await store._reader().set_trace_callback(None)  # type: ignore[attr-defined]
 
 
 @pytest.mark.sqlite_only  # no store: once is enough
