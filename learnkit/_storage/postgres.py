@@ -930,18 +930,22 @@ class PostgresStore:
         passed as arrays and joined against the rollup's key or the ``ended_at``
         index, grouped by (window, outcome)."""
         plan = plan_series(windows, top_level=top_level)
+        rests = plan.rests()
         args: list[Any] = []
         if plan.hours:
             args.extend(list(c) for c in zip(*plan.hours, strict=True))
         if plan.rows:
-            i, lo, hi = zip(*plan.rows, strict=True)
-            args.extend([list(i), [float(x) for x in lo], [float(x) for x in hi]])
+            tags, lo, hi = zip(*plan.rows, strict=True)
+            args.extend([list(tags), [float(x) for x in lo], [float(x) for x in hi]])
+        if rests:
+            args.extend(list(c) for c in zip(*rests, strict=True))
         if not args:
-            return collect(plan.windows, ())
+            return collect(plan, ())
         if op_type:
             args.append(op_type)
-        sql = _series_sql(bool(plan.hours), bool(plan.rows), top_level, bool(op_type))
-        return collect(plan.windows, await self.fetchall(sql, args))
+        sql = _series_sql(bool(plan.hours), bool(plan.rows), bool(rests), top_level,
+                          bool(op_type))
+        return collect(plan, await self.fetchall(sql, args))
 
     async def outcome_counts(
         self, start: float, end: float, *, op_type: str | None = None, by_type: bool = False
@@ -1214,21 +1218,23 @@ class PostgresStore:
         return total
 
 
-def _series_sql(hours: bool, rows: bool, top_level: bool, typed: bool) -> str:
-    """The statement of :meth:`PostgresStore.outcome_counts_series`: (window, outcome,
-    count) rows from arrays of (window, low, high) ranges, hours of the rollup first
-    (when ``hours``), then times of rows (when ``rows``), then the op_type."""
+def _series_sql(hours: bool, rows: bool, rests: bool, top_level: bool, typed: bool) -> str:
+    """The statement of :meth:`PostgresStore.outcome_counts_series`: (tag, outcome,
+    count) rows from arrays: (window, low, high) hours of the rollup (when
+    ``hours``), (tag, low, high) times of rows (when ``rows``), (window, hour)
+    shared hours (when ``rests``), then the op_type."""
     n = 0
 
-    def ranges(kind: str, alias: str) -> str:
+    def arrays(*kinds: str) -> str:
         nonlocal n
-        n += 3
-        return (f"unnest(${n - 2}::int[], ${n - 1}::{kind}[], ${n}::{kind}[])"
-                f" AS {alias}(i, lo, hi)")
+        n += len(kinds)
+        return "unnest(" + ", ".join(
+            f"${n - len(kinds) + k + 1}::{kind}[]" for k, kind in enumerate(kinds)) + ")"
 
     parts = []
-    h = ranges("bigint", "h") if hours else ""
-    r = ranges("float8", "r") if rows else ""
+    h = arrays("int", "bigint", "bigint") + " AS h(i, lo, hi)" if hours else ""
+    r = arrays("int", "float8", "float8") + " AS r(i, lo, hi)" if rows else ""
+    g = arrays("int", "bigint") + " AS g(i, h)" if rests else ""
     t = f" AND o.op_type = ${n + 1}" if typed else ""
     top = " AND o.parent_id IS NULL" if top_level else ""
     if hours:
@@ -1243,6 +1249,15 @@ def _series_sql(hours: bool, rows: bool, top_level: bool, typed: bool) -> str:
             f"SELECT r.i, o.outcome, count(*) FROM {r} JOIN operations o"
             " ON o.ended_at IS NULL AND o.outcome = 'abandoned'"
             f" AND o.started_at >= r.lo AND o.started_at < r.hi{top}{t} GROUP BY 1, 2")
+    if rests:
+        # A shared hour's rollup, unless pruning took every row of it (see SeriesPlan).
+        parts.append(
+            f"SELECT g.i, o.outcome, sum(o.n)::bigint FROM {g} JOIN rollup_hourly o"
+            f" ON o.hour = g.h{t} WHERE EXISTS (SELECT 1 FROM operations x"
+            f" WHERE x.ended_at >= g.h * {HOUR} AND x.ended_at < (g.h + 1) * {HOUR})"
+            " OR EXISTS (SELECT 1 FROM operations x WHERE x.ended_at IS NULL"
+            f" AND x.outcome = 'abandoned' AND x.started_at >= g.h * {HOUR}"
+            f" AND x.started_at < (g.h + 1) * {HOUR}) GROUP BY 1, 2")
     return " UNION ALL ".join(parts)
 
 

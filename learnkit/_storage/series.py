@@ -41,23 +41,40 @@ class SeriesPlan(NamedTuple):
     windows: int
     #: (window, h0, h1): whole hours ``[h0, h1)`` to read from ``rollup_hourly``.
     hours: list[tuple[int, int, int]]
-    #: (window, a, b): ``[a, b)`` to read from rows (ended, or abandoned and started, in it).
+    #: (tag, a, b): ``[a, b)`` to read from rows (ended, or abandoned and started, in
+    #: it). A tag ``>= 0`` is a window; ``-1 - k`` is the read side of ``shared[k]``.
     rows: list[tuple[int, float, float]]
+    #: (read, rest, hour): an hour two adjacent windows split. Only its shorter
+    #: part is read from rows (tagged ``-1 - k`` in :attr:`rows`) and counts for
+    #: window ``read``; window ``rest`` gets the hour's rollup minus that part, when
+    #: any row of the hour is stored (pruned hours have none: then, as when both
+    #: parts are read from rows, neither window counts anything of the hour).
+    shared: list[tuple[int, int, int]]
 
     def chunks(self, max_windows: int) -> list[SeriesPlan]:
         """This plan cut into plans of at most ``max_windows`` windows each (window
-        indexes kept), for a backend whose statements take a bounded number of
-        parameters. One plan when it is small enough."""
+        indexes and shared tags kept), for a backend whose statements take a
+        bounded number of parameters. One plan when it is small enough."""
         if self.windows <= max_windows:
             return [self]
+
+        def window(tag: int) -> int:
+            return tag if tag >= 0 else self.shared[-1 - tag][0]
+
         return [
             SeriesPlan(
                 self.windows,
                 [h for h in self.hours if lo <= h[0] < lo + max_windows],
-                [r for r in self.rows if lo <= r[0] < lo + max_windows],
+                [r for r in self.rows if lo <= window(r[0]) < lo + max_windows],
+                self.shared,
             )
             for lo in range(0, self.windows, max_windows)
         ]
+
+    def rests(self) -> list[tuple[int, int]]:
+        """(window, hour) of the shared hours whose read side is in this plan."""
+        return [(self.shared[-1 - t][1], self.shared[-1 - t][2])
+                for t, _, _ in self.rows if t < 0]
 
 
 def plan_series(
@@ -68,12 +85,19 @@ def plan_series(
     Each window is split as :func:`split_window` splits a single one, so a
     series counts exactly what one ``outcome_counts`` call per window counts.
     Windows need not abut (``now - 7 * k * DAY`` minus seven days is not
-    always, in floating point, the end of the window before). ``top_level``:
-    whole windows from rows (the rollups do not know parents). Bounds must be
-    finite, and no window may end before it starts.
+    always, in floating point, the end of the window before). Where two do
+    abut inside an hour, one call per window reads both parts of that hour
+    from rows; here only the shorter part is read, the other being the hour's
+    rollup minus it (see :attr:`SeriesPlan.shared`): half the rows or fewer.
+    That is exact because an hour's rollup counts exactly its rows (the
+    writer, imports and abandoning write both in one transaction) unless a
+    prune deleted them, which takes whole hours. ``top_level``: whole windows
+    from rows (the rollups do not know parents). Bounds must be finite, and no
+    window may end before it starts.
     """
     hours: list[tuple[int, int, int]] = []
     rows: list[tuple[int, float, float]] = []
+    shared: list[tuple[int, int, int]] = []
     for i, (start, end) in enumerate(windows):
         a, b = float(start), float(end)
         if not (math.isfinite(a) and math.isfinite(b)):
@@ -87,16 +111,37 @@ def plan_series(
         h0, h1, parts = split_window(a, b)
         if h0 < h1:
             hours.append((i, h0, h1))
+        if i and parts and parts[0][0] == a:
+            h = math.floor(a / HOUR)
+            tail, head = (i - 1, h * HOUR, a), (i, a, (h + 1) * HOUR)
+            if rows and rows[-1] == tail and parts[0] == head[1:]:
+                rows.pop()
+                parts = parts[1:]
+                read, rest, lo, hi = ((i - 1, i, tail[1], a) if a - tail[1] <= head[2] - a
+                                      else (i, i - 1, a, head[2]))
+                shared.append((read, rest, h))
+                rows.append((-len(shared), lo, hi))
         rows.extend((i, x, y) for x, y in parts)
-    return SeriesPlan(len(windows), hours, rows)
+    return SeriesPlan(len(windows), hours, rows, shared)
 
 
-def collect(windows: int, counts: Iterable[tuple[int, str, int]]) -> list[dict[str, int]]:
-    """Outcome counts per window from (window, outcome, count) triples, zeros left out
-    (as ``outcome_counts`` leaves out outcomes it did not find)."""
-    out: list[dict[str, int]] = [{} for _ in range(windows)]
-    for i, outcome, n in counts:
-        if n:
-            d = out[i]
+def collect(plan: SeriesPlan, counts: Iterable[tuple[int, str, int]]) -> list[dict[str, int]]:
+    """Outcome counts per window from (tag, outcome, count) triples (tags as in
+    :attr:`SeriesPlan.rows`), zeros left out (as ``outcome_counts`` leaves out
+    outcomes it did not find)."""
+    out: list[dict[str, int]] = [{} for _ in range(plan.windows)]
+    for tag, outcome, n in counts:
+        if not n:
+            continue
+        if tag >= 0:
+            d = out[tag]
             d[outcome] = d.get(outcome, 0) + int(n)
+        else:
+            read, rest, _ = plan.shared[-1 - tag]
+            d, e = out[read], out[rest]
+            d[outcome] = d.get(outcome, 0) + int(n)
+            e[outcome] = e.get(outcome, 0) - int(n)
+    for d in out:
+        for outcome in [o for o, n in d.items() if not n]:
+            del d[outcome]
     return out

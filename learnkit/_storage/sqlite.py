@@ -110,10 +110,11 @@ _IMPORT_CHUNK = 2000
 
 # -- a series of windows in one statement ----------------------------------------------
 
-#: Windows per statement of :meth:`SQLiteStore.outcome_counts_series`: at most 9
-#: parameters each (an hour range, two row ranges) and the op_type, within
-#: SQLite's default limit on parameters (999 before 3.32, 32766 since).
-_SERIES_WINDOWS = ((32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999) - 1) // 9
+#: Windows per statement of :meth:`SQLiteStore.outcome_counts_series`: at most 13
+#: parameters each (an hour range, two row ranges or shared hours) and the
+#: op_type, within SQLite's default limit on parameters (999 before 3.32,
+#: 32766 since).
+_SERIES_WINDOWS = ((32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999) - 1) // 13
 
 
 def _counted(aggregate: str) -> str:
@@ -127,15 +128,19 @@ _ROW_COUNTS = _counted("count(*)")
 
 
 def _series_sql(plan: SeriesPlan, op_type: str | None, top_level: bool) -> tuple[str, list[Any]]:
-    """One statement for a series plan: rows of (window, JSON array of counts), a
-    window's counts spread over several rows (its hours and its edges); "" when
-    the plan reads nothing."""
-    ranges = [(name, rs) for name, rs in (("h", plan.hours), ("r", plan.rows)) if rs]
+    """One statement for a series plan: rows of (tag, JSON array of counts), a
+    window's counts spread over several rows (its hours, its edges, shared
+    hours); "" when the plan reads nothing."""
+    rests = plan.rests()
+    ranges = [(name, cols, rs) for name, cols, rs in (
+        ("h", "i, lo, hi", plan.hours), ("r", "i, lo, hi", plan.rows), ("g", "i, h", rests),
+    ) if rs]
     if not ranges:
         return "", []
-    ctes = [f"{name}(i, lo, hi) AS (VALUES " + ", ".join(["(?, ?, ?)"] * len(rs)) + ")"
-            for name, rs in ranges]
-    args: list[Any] = [x for _, rs in ranges for r in rs for x in r]
+    marks = {"h": "(?, ?, ?)", "r": "(?, ?, ?)", "g": "(?, ?)"}
+    ctes = [f"{name}({cols}) AS (VALUES " + ", ".join([marks[name]] * len(rs)) + ")"
+            for name, cols, rs in ranges]
+    args: list[Any] = [x for _, _, rs in ranges for r in rs for x in r]
     # Numbered after every VALUES parameter, which come first in the text.
     where = (" AND parent_id IS NULL" if top_level else "") + (
         f" AND op_type = ?{len(args) + 1}" if op_type else "")
@@ -154,6 +159,14 @@ def _series_sql(plan: SeriesPlan, op_type: str | None, top_level: bool) -> tuple
             f"SELECT r.i, (SELECT {_ROW_COUNTS} FROM operations WHERE ended_at IS NULL"
             " AND outcome = 'abandoned' AND started_at >= r.lo AND started_at < r.hi"
             f"{where}) FROM r")
+    if rests:
+        # A shared hour's rollup, unless pruning took every row of it (see SeriesPlan).
+        selects.append(
+            f"SELECT g.i, (SELECT {_ROLLUP_COUNTS} FROM rollup_hourly WHERE hour = g.h{where})"
+            f" FROM g WHERE EXISTS (SELECT 1 FROM operations WHERE ended_at >= g.h * {HOUR}"
+            f" AND ended_at < (g.h + 1) * {HOUR}) OR EXISTS (SELECT 1 FROM operations"
+            " WHERE ended_at IS NULL AND outcome = 'abandoned'"
+            f" AND started_at >= g.h * {HOUR} AND started_at < (g.h + 1) * {HOUR})")
     return "WITH " + ", ".join(ctes) + " " + " UNION ALL ".join(selects), args
 
 
@@ -1023,7 +1036,7 @@ class SQLiteStore:
                 continue
             for i, packed in await self.fetchall(sql, args):
                 triples.extend(zip(repeat(i), SERIES_OUTCOMES, json.loads(packed)))
-        return collect(plan.windows, triples)
+        return collect(plan, triples)
 
     async def durations(
         self, start: float, end: float, *, op_type: str | None = None

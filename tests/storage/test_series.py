@@ -131,6 +131,32 @@ class TestAgainstOneQueryPerWindow:
                         assert t == await store.top_level_counts(a, b, op_type=op_type)
                         assert t == brute(records, a, b, op_type=op_type, top_level=True)
 
+    @pytest.mark.parametrize("seed", [7, 8])
+    async def test_random_series_after_pruning(self, config_path: Path, seed: int) -> None:
+        """With the rows of old hours pruned (their rollups stay), each window still
+        has exactly the counts of one outcome_counts call for it: a pruned hour split
+        between two windows counts for neither, as reading both parts from rows does."""
+        records = make_records(seed)
+        await imported(config_path, records)
+        rng = random.Random(seed)
+        async with learnkit.open(config_path) as kit:
+            store = kit.database.store
+            cut = T0 - rng.uniform(4, 6) * DAY
+            assert await store.prune(cut) > 0
+            assert await store.outcome_counts(T0 - 11 * DAY, cut - HOUR)  # rollups stay
+            times = [r.ended_at for r in records if r.ended_at is not None]
+            for _ in range(25):
+                windows = random_windows(rng, times)
+                if rng.random() < 0.5:  # boundaries around the first kept hour
+                    step = rng.choice([0.3 * HOUR, HOUR, 2.5 * HOUR, DAY])
+                    e = math.floor(cut / HOUR) * HOUR + rng.uniform(-2, 2) * HOUR
+                    windows = [(e + step * k, e + step * (k + 1)) for k in range(-3, 3)]
+                for op_type in (None, "a"):
+                    got = await store.outcome_counts_series(windows, op_type=op_type)
+                    for (a, b), g in zip(windows, got, strict=True):
+                        one = await store.outcome_counts(a, b, op_type=op_type)
+                        assert g == {o: n for (_, o), n in one.items()}, (a, b, op_type)
+
     async def test_empty_and_bad_windows(self, kit: learnkit.Kit) -> None:
         """No windows, empty windows, nothing stored: empty counts. A window ending
         before it starts, or not finite, is a ValueError."""
@@ -216,20 +242,34 @@ class TestStatements:
        st.booleans())
 def test_plan_tiles_each_window(windows: list[tuple[float, float]], top_level: bool) -> None:
     """The ranges planned for a window cover it exactly, without overlap: whole hours
-    (never with top_level) and row ranges inside it, together from start to end."""
+    (never with top_level), row ranges inside it, and of an hour split with the
+    window next to it either the shorter part (read from rows) or the rest."""
     wins = [(a, a + d) for a, d in windows]
     plan = plan_series(wins, top_level=top_level)
     assert plan.windows == len(wins)
-    assert not (top_level and plan.hours)
-    for i, (a, b) in enumerate(wins):
-        pieces = sorted([(h0 * HOUR, h1 * HOUR) for j, h0, h1 in plan.hours if j == i]
-                        + [(x, y) for j, x, y in plan.rows if j == i])
-        assert all(x < y for x, y in pieces)
-        if a == b:
-            assert pieces == []
+    assert not (top_level and (plan.hours or plan.shared))
+    pieces: list[list[tuple[float, float]]] = [[] for _ in wins]
+    for j, h0, h1 in plan.hours:
+        pieces[j].append((h0 * HOUR, h1 * HOUR))
+    for tag, x, y in plan.rows:
+        if tag >= 0:
+            pieces[tag].append((x, y))
             continue
-        assert pieces[0][0] == a and pieces[-1][1] == b
-        assert all(p[1] == q[0] for p, q in itertools.pairwise(pieces))
+        read, rest, h = plan.shared[-1 - tag]
+        assert abs(read - rest) == 1 and h * HOUR <= x < y <= (h + 1) * HOUR
+        other = (h * HOUR, x) if y == (h + 1) * HOUR else (y, (h + 1) * HOUR)
+        assert other[0] < other[1] and y - x <= other[1] - other[0]  # the shorter part
+        pieces[read].append((x, y))
+        pieces[rest].append(other)
+    assert sorted(-1 - t for t, _, _ in plan.rows if t < 0) == list(range(len(plan.shared)))
+    for (a, b), got in zip(wins, pieces, strict=True):
+        got.sort()
+        assert all(x < y for x, y in got)
+        if a == b:
+            assert got == []
+            continue
+        assert got[0][0] == a and got[-1][1] == b
+        assert all(p[1] == q[0] for p, q in itertools.pairwise(got))
 
 
 @pytest.mark.sqlite_only
