@@ -945,7 +945,16 @@ class PostgresStore:
             args.append(op_type)
         sql = _series_sql(bool(plan.hours), bool(plan.rows), bool(rests), top_level,
                           bool(op_type))
-        return collect(plan, await self.fetchall(sql, args))
+
+        async def fetch(conn: Any) -> list[Any]:
+            # The planner cannot see how short the ranges are, overestimates the
+            # join a hundredfold and compiles it (JIT): 20 ms on the 1M benchmark
+            # for a statement that runs in 15. Off for this transaction only.
+            async with conn.transaction(readonly=True):
+                await conn.execute("SET LOCAL jit = off")
+                return list(await conn.fetch(sql, *args))
+
+        return collect(plan, await self._run(fetch))
 
     async def outcome_counts(
         self, start: float, end: float, *, op_type: str | None = None, by_type: bool = False

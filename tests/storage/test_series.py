@@ -206,18 +206,26 @@ class TestStatements:
         self, config_path: Path, clock: Clock, backend: Backend,
         monkeypatch: pytest.MonkeyPatch, top_level: bool,
     ) -> None:
-        """A trend of 2 weeks and one of 52 read with the same number of statements: one."""
+        """A trend of 2 weeks and one of 52 cost the same: one query through the store's
+        reading path (fetchall, or one pooled connection on PostgreSQL, which turns
+        JIT off around the statement) and, on SQLite, one statement run."""
         await imported(config_path, make_records(6, 200))
         async with learnkit.open(config_path, clock=clock) as kit:
             store = kit.database.store
             issued: list[str] = []
-            real = store.fetchall  # type: ignore[attr-defined]
 
-            async def counting(sql: str, args: Sequence[Any] = ()) -> list[Any]:
-                issued.append(sql)
-                return await real(sql, args)  # type: ignore[no-any-return]
+            def counting(name: str) -> None:
+                real = getattr(store, name)
 
-            monkeypatch.setattr(store, "fetchall", counting)
+                async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                    issued.append(name)
+                    return await real(*args, **kwargs)
+
+                monkeypatch.setattr(store, name, wrapper)
+
+            counting("fetchall")
+            if backend.name == "postgresql":
+                counting("_run")
             traced: list[str] = []
             if backend.name == "sqlite":  # what the driver ran, not only what was asked
                 await store._reader().set_trace_callback(traced.append)  # type: ignore[attr-defined]
