@@ -157,6 +157,30 @@ class TestAgainstOneQueryPerWindow:
                         one = await store.outcome_counts(a, b, op_type=op_type)
                         assert g == {o: n for (_, o), n in one.items()}, (a, b, op_type)
 
+    @pytest.mark.sqlite_only
+    async def test_chunked_statements(
+        self, config_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A series too long for one statement's parameters is cut into statements of a
+        few windows each, hours shared across a cut included: the same counts."""
+        import learnkit._storage.sqlite as backend_module
+
+        records = make_records(9)
+        await imported(config_path, records)
+        rng = random.Random(9)
+        times = [r.ended_at for r in records if r.ended_at is not None]
+        async with learnkit.open(config_path) as kit:
+            store = kit.database.store
+            series = [random_windows(rng, times) for _ in range(20)]
+            whole = [await store.outcome_counts_series(w, op_type=t)
+                     for w in series for t in (None, "c")]
+            monkeypatch.setattr(backend_module, "_SERIES_WINDOWS", 3)
+            assert whole == [await store.outcome_counts_series(w, op_type=t)
+                             for w in series for t in (None, "c")]
+            for w in series:
+                for (a, b), g in zip(w, await store.outcome_counts_series(w), strict=True):
+                    assert g == brute(records, a, b)
+
     async def test_empty_and_bad_windows(self, kit: learnkit.Kit) -> None:
         """No windows, empty windows, nothing stored: empty counts. A window ending
         before it starts, or not finite, is a ValueError."""
