@@ -43,7 +43,8 @@ from .._errors import StoreError, StoreUnavailableError
 from .._model import HOUR, Operation
 from .protocol import EXPORT_FIELDS, Batch, ExportRow, ImportRecord, ImportResult, WindowStats
 from .rollup import Aggregate, Encoder
-from .sqlite import _IMPORT_COMPARE, _pid_alive, _process_start, _same, split_window
+from .series import collect, plan_series, split_window
+from .sqlite import _IMPORT_COMPARE, _pid_alive, _process_start, _same
 
 __all__ = ["PG_MIGRATIONS", "PG_SCHEMA_VERSION", "PgBatch", "PostgresStore", "redact_url"]
 
@@ -919,6 +920,42 @@ class PostgresStore:
             counts[o] = counts.get(o, 0) + n
         return counts
 
+    async def outcome_counts_series(
+        self, windows: Sequence[tuple[float, float]], *, op_type: str | None = None,
+        top_level: bool = False,
+    ) -> list[dict[str, int]]:
+        """Operations per outcome in each window ``[start, end)`` of ``windows``, in one
+        statement (see :func:`~learnkit._storage.series.plan_series`): the ranges
+        :meth:`outcome_counts` (or :meth:`top_level_counts`) reads for each window,
+        passed as arrays and joined against the rollup's key or the ``ended_at``
+        index, grouped by (window, outcome)."""
+        plan = plan_series(windows, top_level=top_level)
+        rests = plan.rests()
+        args: list[Any] = []
+        if plan.hours:
+            args.extend(list(c) for c in zip(*plan.hours, strict=True))
+        if plan.rows:
+            tags, lo, hi = zip(*plan.rows, strict=True)
+            args.extend([list(tags), [float(x) for x in lo], [float(x) for x in hi]])
+        if rests:
+            args.extend(list(c) for c in zip(*rests, strict=True))
+        if not args:
+            return collect(plan, ())
+        if op_type:
+            args.append(op_type)
+        sql = _series_sql(bool(plan.hours), bool(plan.rows), bool(rests), top_level,
+                          bool(op_type))
+
+        async def fetch(conn: Any) -> list[Any]:
+            # The planner cannot see how short the ranges are, overestimates the
+            # join a hundredfold and compiles it (JIT): 20 ms on the 1M benchmark
+            # for a statement that runs in 15. Off for this transaction only.
+            async with conn.transaction(readonly=True):
+                await conn.execute("SET LOCAL jit = off")
+                return list(await conn.fetch(sql, *args))
+
+        return collect(plan, await self._run(fetch))
+
     async def outcome_counts(
         self, start: float, end: float, *, op_type: str | None = None, by_type: bool = False
     ) -> dict[tuple[str, str], int]:
@@ -1188,6 +1225,49 @@ class PostgresStore:
             "DELETE FROM sessions WHERE state <> 'open' AND ended_at < $1", cut
         )
         return total
+
+
+def _series_sql(hours: bool, rows: bool, rests: bool, top_level: bool, typed: bool) -> str:
+    """The statement of :meth:`PostgresStore.outcome_counts_series`: (tag, outcome,
+    count) rows from arrays: (window, low, high) hours of the rollup (when
+    ``hours``), (tag, low, high) times of rows (when ``rows``), (window, hour)
+    shared hours (when ``rests``), then the op_type."""
+    n = 0
+
+    def arrays(*kinds: str) -> str:
+        nonlocal n
+        n += len(kinds)
+        return "unnest(" + ", ".join(
+            f"${n - len(kinds) + k + 1}::{kind}[]" for k, kind in enumerate(kinds)) + ")"
+
+    parts = []
+    h = arrays("int", "bigint", "bigint") + " AS h(i, lo, hi)" if hours else ""
+    r = arrays("int", "float8", "float8") + " AS r(i, lo, hi)" if rows else ""
+    g = arrays("int", "bigint") + " AS g(i, h)" if rests else ""
+    t = f" AND o.op_type = ${n + 1}" if typed else ""
+    top = " AND o.parent_id IS NULL" if top_level else ""
+    if hours:
+        parts.append(
+            f"SELECT h.i, o.outcome, sum(o.n)::bigint FROM {h} JOIN rollup_hourly o"
+            f" ON o.hour >= h.lo AND o.hour < h.hi{t} GROUP BY 1, 2")
+    if rows:
+        parts.append(
+            f"SELECT r.i, o.outcome, count(*) FROM {r} JOIN operations o"
+            f" ON o.ended_at >= r.lo AND o.ended_at < r.hi{top}{t} GROUP BY 1, 2")
+        parts.append(
+            f"SELECT r.i, o.outcome, count(*) FROM {r} JOIN operations o"
+            " ON o.ended_at IS NULL AND o.outcome = 'abandoned'"
+            f" AND o.started_at >= r.lo AND o.started_at < r.hi{top}{t} GROUP BY 1, 2")
+    if rests:
+        # A shared hour's rollup, unless pruning took every row of it (see SeriesPlan).
+        parts.append(
+            f"SELECT g.i, o.outcome, sum(o.n)::bigint FROM {g} JOIN rollup_hourly o"
+            f" ON o.hour = g.h{t} WHERE EXISTS (SELECT 1 FROM operations x"
+            f" WHERE x.ended_at >= g.h * {HOUR} AND x.ended_at < (g.h + 1) * {HOUR})"
+            " OR EXISTS (SELECT 1 FROM operations x WHERE x.ended_at IS NULL"
+            f" AND x.outcome = 'abandoned' AND x.started_at >= g.h * {HOUR}"
+            f" AND x.started_at < (g.h + 1) * {HOUR}) GROUP BY 1, 2")
+    return " UNION ALL ".join(parts)
 
 
 def _rollup_columns(agg: Aggregate | _ScrubbedAggregate) -> list[list[list[Any]]]:

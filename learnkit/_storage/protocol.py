@@ -204,6 +204,19 @@ class Store(Protocol):
         their start)."""
         ...
 
+    async def outcome_counts_series(
+        self, windows: Sequence[tuple[float, float]], *, op_type: str | None = None,
+        top_level: bool = False,
+    ) -> list[dict[str, int]]:
+        """Operations per outcome in each window ``(start, end)`` of ``windows``, in
+        their order, outcomes with none left out: what :meth:`outcome_counts` (or,
+        with ``top_level``, :meth:`top_level_counts`) returns for each window, read
+        in a number of statements that does not grow with the windows (one, unless
+        there are thousands). Bounds must be finite and no window may end before
+        it starts (:class:`ValueError`); see
+        :func:`~learnkit._storage.series.plan_series`."""
+        ...
+
     async def durations(
         self, start: float, end: float, *, op_type: str | None = None
     ) -> list[float]:

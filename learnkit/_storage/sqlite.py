@@ -21,7 +21,7 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
+from itertools import islice, repeat
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ from .._model import HOUR, Operation
 from .protocol import EXPORT_FIELDS, Batch, ExportRow, ImportRecord, ImportResult, WindowStats
 from .rollup import Aggregate, Encoder
 from .schema import MIGRATIONS, SCHEMA_VERSION
+from .series import SERIES_OUTCOMES, SeriesPlan, collect, plan_series, split_window
 
 T = TypeVar("T")
 
@@ -125,14 +126,66 @@ _IMPORT_NCOLS = _NCOLS + 1
 _IMPORT_CHUNK = 2000
 
 
-def split_window(
-    start: float, end: float
-) -> tuple[int, int, list[tuple[float, float]]]:
-    """``[start, end)`` as whole hours ``[h0, h1)`` (for rollups) and the non-empty
-    partial-hour edges (for rows). With no whole hour, the window is one edge."""
-    h0, h1 = math.ceil(start / HOUR), math.floor(end / HOUR)
-    edges = [(start, end)] if h0 >= h1 else [(start, h0 * HOUR), (h1 * HOUR, end)]
-    return h0, h1, [(a, b) for a, b in edges if a < b]
+# -- a series of windows in one statement ----------------------------------------------
+
+#: Windows per statement of :meth:`SQLiteStore.outcome_counts_series`: at most 13
+#: parameters each (an hour range, two row ranges or shared hours) and the
+#: op_type, within SQLite's default limit on parameters (999 before 3.32,
+#: 32766 since).
+_SERIES_WINDOWS = ((32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999) - 1) // 13
+
+
+def _counted(aggregate: str) -> str:
+    """A JSON array of ``aggregate`` per outcome, in :data:`SERIES_OUTCOMES` order."""
+    return "json_array(" + ", ".join(
+        f"{aggregate} FILTER (WHERE outcome = '{o}')" for o in SERIES_OUTCOMES) + ")"
+
+
+_ROLLUP_COUNTS = _counted("sum(n)")
+_ROW_COUNTS = _counted("count(*)")
+
+
+def _series_sql(plan: SeriesPlan, op_type: str | None, top_level: bool) -> tuple[str, list[Any]]:
+    """One statement for a series plan: rows of (tag, JSON array of counts), a
+    window's counts spread over several rows (its hours, its edges, shared
+    hours); "" when the plan reads nothing."""
+    rests = plan.rests()
+    ranges = [(name, cols, rs) for name, cols, rs in (
+        ("h", "i, lo, hi", plan.hours), ("r", "i, lo, hi", plan.rows), ("g", "i, h", rests),
+    ) if rs]
+    if not ranges:
+        return "", []
+    marks = {"h": "(?, ?, ?)", "r": "(?, ?, ?)", "g": "(?, ?)"}
+    ctes = [f"{name}({cols}) AS (VALUES " + ", ".join([marks[name]] * len(rs)) + ")"
+            for name, cols, rs in ranges]
+    args: list[Any] = [x for _, _, rs in ranges for r in rs for x in r]
+    # Numbered after every VALUES parameter, which come first in the text.
+    where = (" AND parent_id IS NULL" if top_level else "") + (
+        f" AND op_type = ?{len(args) + 1}" if op_type else "")
+    if op_type:
+        args.append(op_type)
+    selects = []
+    if plan.hours:
+        selects.append(
+            f"SELECT h.i, (SELECT {_ROLLUP_COUNTS} FROM rollup_hourly WHERE hour >= h.lo"
+            f" AND hour < h.hi{where}) FROM h")
+    if plan.rows:
+        selects.append(
+            f"SELECT r.i, (SELECT {_ROW_COUNTS} FROM operations WHERE ended_at >= r.lo"
+            f" AND ended_at < r.hi{where}) FROM r")
+        selects.append(
+            f"SELECT r.i, (SELECT {_ROW_COUNTS} FROM operations WHERE ended_at IS NULL"
+            " AND outcome = 'abandoned' AND started_at >= r.lo AND started_at < r.hi"
+            f"{where}) FROM r")
+    if rests:
+        # A shared hour's rollup, unless pruning took every row of it (see SeriesPlan).
+        selects.append(
+            f"SELECT g.i, (SELECT {_ROLLUP_COUNTS} FROM rollup_hourly WHERE hour = g.h{where})"
+            f" FROM g WHERE EXISTS (SELECT 1 FROM operations WHERE ended_at >= g.h * {HOUR}"
+            f" AND ended_at < (g.h + 1) * {HOUR}) OR EXISTS (SELECT 1 FROM operations"
+            " WHERE ended_at IS NULL AND outcome = 'abandoned'"
+            f" AND started_at >= g.h * {HOUR} AND started_at < (g.h + 1) * {HOUR})")
+    return "WITH " + ", ".join(ctes) + " " + " UNION ALL ".join(selects), args
 
 
 # sqlite3 error codes of faults that clear by themselves: another process's
@@ -993,6 +1046,30 @@ class SQLiteStore:
         ):
             counts[o] = counts.get(o, 0) + n
         return counts
+
+    async def outcome_counts_series(
+        self, windows: Sequence[tuple[float, float]], *, op_type: str | None = None,
+        top_level: bool = False,
+    ) -> list[dict[str, int]]:
+        """Operations per outcome in each window ``[start, end)`` of ``windows``, in one
+        statement (see :func:`~learnkit._storage.series.plan_series`).
+
+        The same ranges :meth:`outcome_counts` (or :meth:`top_level_counts`) reads
+        for each window, joined against a ``VALUES`` list of them: one correlated
+        subquery per range, through the rollup's key or the ``ended_at`` index,
+        counting every outcome at once (a JSON array, in
+        :data:`~learnkit._storage.series.SERIES_OUTCOMES` order). Grouping the
+        joined rows by (window, outcome) instead would sort every rollup row.
+        """
+        plan = plan_series(windows, top_level=top_level)
+        triples: list[tuple[int, str, int]] = []
+        for part in plan.chunks(_SERIES_WINDOWS):
+            sql, args = _series_sql(part, op_type, top_level)
+            if not sql:
+                continue
+            for i, packed in await self.fetchall(sql, args):
+                triples.extend(zip(repeat(i), SERIES_OUTCOMES, json.loads(packed)))
+        return collect(plan, triples)
 
     async def durations(
         self, start: float, end: float, *, op_type: str | None = None
