@@ -566,6 +566,8 @@ def replicate_weeks(db: Path) -> None:
     rollup_sql = []
     for table in rollup_tables(conn):
         cols = columns_of(conn, table)
+        if table == "context_rollup_daily":
+            continue  # days do not align with the base week: rebuilt from the hours below
         if "hour" not in cols:
             raise RuntimeError(f"rollup table {table} has no hour column: cannot shift it")
         rollup_sql.append(f"INSERT INTO {table} ({', '.join(cols)}) SELECT "
@@ -577,6 +579,14 @@ def replicate_weeks(db: Path) -> None:
         conn.execute(op_sql, {**args, "k": k})
         for sql in rollup_sql:
             conn.execute(sql, {**args, "k": k})
+        conn.execute("COMMIT")
+    if "context_rollup_daily" in rollup_tables(conn):
+        # What the writer keeps: each UTC day's sum of the hourly context rows.
+        conn.execute("BEGIN")
+        conn.execute("DELETE FROM context_rollup_daily")
+        conn.execute("INSERT INTO context_rollup_daily (day, key, outcome, explore, n)"
+                     " SELECT hour / 24, key, outcome, explore, sum(n)"
+                     " FROM context_rollup_hourly GROUP BY 1, 2, 3, 4")
         conn.execute("COMMIT")
     conn.execute("UPDATE meta SET value = (SELECT max(id) + 1 FROM operations)"
                  " WHERE key = 'next_id'")
@@ -640,6 +650,16 @@ def rollup_vs_rows(db: Path) -> list[str]:
         problems.append(f"error_rollup counts {errors:,} failures, the rows {fails:,}")
     if lang != ops:
         problems.append(f"context_rollup counts {lang:,} lang values for {ops:,} operations")
+    with sqlite3.connect(db) as conn:
+        tables = rollup_tables(conn)
+        if "context_rollup_daily" in tables:
+            day = conn.execute("SELECT coalesce(sum(n), 0) FROM context_rollup_daily"
+                               ).fetchone()[0]
+            hour = conn.execute("SELECT coalesce(sum(n), 0) FROM context_rollup_hourly"
+                                ).fetchone()[0]
+            if day != hour:
+                problems.append(f"context_rollup_daily counts {day:,}, the hourly {hour:,}")
+    conn.close()
     return problems
 
 

@@ -66,6 +66,11 @@ _CONTEXT_ROLLUP = (
     " SELECT ?, id, ?, ?, ? FROM context_keys WHERE op_type = ? AND attr = ? AND value = ?"
     " ON CONFLICT (hour, key, outcome, explore) DO UPDATE SET n = n + excluded.n"
 )
+_CONTEXT_DAILY = (
+    "INSERT INTO context_rollup_daily (day, key, outcome, explore, n)"
+    " SELECT ?, id, ?, ?, ? FROM context_keys WHERE op_type = ? AND attr = ? AND value = ?"
+    " ON CONFLICT (day, key, outcome, explore) DO UPDATE SET n = n + excluded.n"
+)
 _ERROR_ROLLUP = (
     "INSERT INTO error_rollup (hour, op_type, error_type, signature, n, first_seen, last_seen,"
     " example) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (hour, op_type, error_type, signature)"
@@ -79,6 +84,26 @@ _ERROR_CONTEXT_ROLLUP = (
     " AND k.op_type = ? AND k.attr = ? AND k.value = ?"
     " ON CONFLICT (hour, error_key, key) DO UPDATE SET n = n + excluded.n"
 )
+
+
+def _context_parts(h0: int, h1: int, where: str = "") -> tuple[str, list[Any]]:
+    """The context rollup rows (key, outcome, explore, n) of the whole hours
+    ``[h0, h1)``: whole UTC days from the daily table, the hours at either end
+    from the hourly one; ``where`` adds a condition on ``key``. UNION ALL parts."""
+    d0, d1 = -(-h0 // 24), h1 // 24
+    cond = f" AND {where}" if where else ""
+    if d0 >= d1:
+        return ("SELECT key, outcome, explore, n FROM context_rollup_hourly"
+                f" WHERE hour >= ? AND hour < ?{cond}", [h0, h1])
+    parts = ["SELECT key, outcome, explore, n FROM context_rollup_daily"
+             f" WHERE day >= ? AND day < ?{cond}"]
+    args: list[Any] = [d0, d1]
+    for a, b in ((h0, d0 * 24), (d1 * 24, h1)):
+        if a < b:
+            parts.append("SELECT key, outcome, explore, n FROM context_rollup_hourly"
+                         f" WHERE hour >= ? AND hour < ?{cond}")
+            args += [a, b]
+    return " UNION ALL ".join(parts), args
 
 
 def _write_rollups(conn: sqlite3.Connection, agg: Aggregate) -> None:
@@ -99,6 +124,12 @@ def _write_rollups(conn: sqlite3.Connection, agg: Aggregate) -> None:
     if agg.context:
         conn.executemany(_CONTEXT_ROLLUP, [(h, o, x, n, t, a, v)
                                            for (h, t, a, v, o, x), n in agg.context.items()])
+        daily: dict[tuple[Any, ...], int] = {}
+        for (h, t, a, v, o, x), n in agg.context.items():
+            k = (h // 24, o, x, t, a, v)
+            daily[k] = daily.get(k, 0) + n
+        conn.executemany(_CONTEXT_DAILY, [(d, o, x, n, t, a, v)
+                                          for (d, o, x, t, a, v), n in daily.items()])
     if agg.errors:
         conn.executemany(_ERROR_ROLLUP, [(*k, *v) for k, v in agg.errors.items()])
     if agg.error_context:
@@ -1103,11 +1134,11 @@ class SQLiteStore:
             ):
                 ws.outcomes[(t, h, o)] = n
             # Summed by integer key, then the keys' text joined to the sums.
+            parts, part_args = _context_parts(h0, h1)
             for t, a, v, o, x, n in (await self.fetchall(
                 "SELECT k.op_type, k.attr, k.value, r.outcome, r.explore, r.n FROM"
-                " (SELECT key, outcome, explore, sum(n) AS n FROM context_rollup_hourly"
-                "  WHERE hour >= ? AND hour < ? GROUP BY 1, 2, 3) r"
-                " JOIN context_keys k ON k.id = r.key", args,
+                f" (SELECT key, outcome, explore, sum(n) AS n FROM ({parts}) GROUP BY 1, 2, 3) r"
+                " JOIN context_keys k ON k.id = r.key", part_args,
             ) if context else []):
                 ws.context[(t, a, v, o, x)] = n
             for t, et, sig, n, first, last, example in await self.fetchall(
@@ -1226,12 +1257,12 @@ class SQLiteStore:
         h0, h1, _ = split_window(start, end)
         if h0 < h1:
             type_sql, type_args = ("AND op_type = ?", [op_type]) if op_type else ("", [])
+            parts, part_args = _context_parts(h0, h1, "key IN (SELECT id FROM keys)")
             for v, o, x, n in await self.fetchall(
-                "SELECT k.value, r.outcome, r.explore, sum(r.n) FROM context_rollup_hourly r"
-                " JOIN context_keys k ON k.id = r.key"
-                f" WHERE r.hour >= ? AND r.hour < ? AND r.key IN (SELECT id FROM context_keys"
-                f" WHERE attr = ? {type_sql}) GROUP BY 1, 2, 3",
-                [h0, h1, attr, *type_args],
+                f"WITH keys AS (SELECT id FROM context_keys WHERE attr = ? {type_sql})"
+                " SELECT k.value, r.outcome, r.explore, sum(r.n)"
+                f" FROM ({parts}) r JOIN context_keys k ON k.id = r.key GROUP BY 1, 2, 3",
+                [attr, *type_args, *part_args],
             ):
                 out[(v, o, x)] = out.get((v, o, x), 0) + n
         for (_, t, a, v, o, x), n in (await self._edges(start, end)).context.items():

@@ -342,3 +342,40 @@ class TestWindowStats:
         light = await kit.database.store.window_stats(start, end, context=False)
         assert light.outcomes == want.outcomes
         assert light.context == {} and light.error_context == {}
+
+    async def test_daily_rollup_windows_equal_rows(self, kit: learnkit.Kit) -> None:
+        """Windows over several days (whole days from the daily context rollup, hours at
+        either end from the hourly one, partial hours from rows) equal their rows."""
+        r = random.Random(9)
+        base = 2000 * HOUR  # not on a day boundary
+        for _ in range(3000):
+            t = base + r.uniform(0, 6 * 24 * HOUR)
+            kit.record(r.choice(["a", "b"]), outcome=r.choice(["success", "failure", "skipped"]),
+                       started_at=t, context={"complexity": r.randint(1, 6),
+                                              "lang": r.choice(["go", "py"])})
+        await kit.flush()
+        store = kit.database.store
+        conn = sqlite3.connect(kit.database.path)
+        assert conn.execute("SELECT sum(n) FROM context_rollup_daily").fetchone()[0] == \
+            conn.execute("SELECT sum(n) FROM context_rollup_hourly").fetchone()[0] > 0
+        windows = [(base + r.uniform(0, 40 * HOUR), base + r.uniform(90 * HOUR, 144 * HOUR))
+                   for _ in range(6)] + [(base - 3 * HOUR, base + 150 * HOUR),
+                                         (base + 22 * HOUR, base + 96 * HOUR)]
+        for start, end in windows:
+            rows = conn.execute(
+                "SELECT op_type, outcome, ended_at, context FROM operations"
+                " WHERE ended_at >= ? AND ended_at < ?", [start, end]).fetchall()
+            enc = Encoder()
+            agg = enc.aggregate()
+            for t, o, ended, ctx in rows:
+                agg.add(t, o, ended, 0.0, enc.context_items(t, json.loads(ctx)), None, None)
+            want = WindowStats(start, end)
+            want.merge(agg)
+            ws = await store.window_stats(start, end)
+            assert ws.context == want.context, (start, end)
+            got = await store.context_counts(start, end, "complexity", "a")
+            expect = {(v, o, x): n for (t, a, v, o, x), n in want.context.items()
+                      if a == "complexity" and t == "a"}
+            assert got == expect
+        conn.close()
+

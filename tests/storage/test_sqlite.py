@@ -68,7 +68,8 @@ class TestSchema:
         the same counts through the store's queries."""
         db = tmp_path / "learnkit.db"
         conn = sqlite3.connect(db)
-        for m in MIGRATIONS[:-1]:
+        keyed = next(i for i, m in enumerate(MIGRATIONS) if "CREATE TABLE context_keys" in m)
+        for m in MIGRATIONS[:keyed]:
             conn.executescript(m)
         ctx = [(h, t, a, v, o, x, n) for n, (h, t, a, v, o, x) in enumerate([
             (10, "run", "lang", '"go"', "success", 0), (10, "run", "lang", '"go"', "failure", 1),
@@ -80,7 +81,7 @@ class TestSchema:
                   (11, "pr", "Conflict", "conflict in <*>", "lang", '"go"', 1)]
         conn.executemany("INSERT INTO context_rollup VALUES (?,?,?,?,?,?,?)", ctx)
         conn.executemany("INSERT INTO error_context_rollup VALUES (?,?,?,?,?,?,?)", errctx)
-        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+        conn.execute(f"PRAGMA user_version = {keyed}")
         conn.commit()
         conn.close()
         async with learnkit.open(write_config(tmp_path)) as kit:
@@ -92,6 +93,8 @@ class TestSchema:
         assert sorted(conn.execute("SELECT * FROM context_rollup")) == sorted(ctx)
         assert sorted(conn.execute("SELECT * FROM error_context_rollup")) == sorted(errctx)
         assert conn.execute("SELECT count(*) FROM context_keys").fetchone()[0] == 4
+        assert conn.execute("SELECT day, sum(n) FROM context_rollup_daily GROUP BY 1"
+                            ).fetchall() == [(0, sum(row[-1] for row in ctx))]
         conn.close()
 
     async def test_newer_schema_is_refused(self, tmp_path: Path) -> None:
