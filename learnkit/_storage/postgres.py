@@ -178,9 +178,10 @@ _UPDATE = (
     "UPDATE operations AS o SET outcome = u.outcome, ended_at = u.ended_at,"
     " duration = u.duration, error_type = u.error_type, error_message = u.error_message,"
     " context = u.context, admission = u.admission FROM unnest($1::text[], $2::float8[],"
-    " $3::float8[], $4::text[], $5::text[], $6::text[], $7::float8[], $8::bigint[])"
-    " AS u(outcome, ended_at, duration, error_type, error_message, context, admission, id)"
-    " WHERE o.id = u.id"
+    " $3::float8[], $4::text[], $5::text[], $6::text[], $7::float8[], $8::bigint[],"
+    " $9::text[])"
+    " AS u(outcome, ended_at, duration, error_type, error_message, context, admission, id,"
+    " op_type) WHERE o.id = u.id AND o.op_type = u.op_type"
 )
 _ROLLUP = (
     "INSERT INTO rollup_hourly AS r (hour, op_type, outcome, n, duration_sum)"
@@ -235,10 +236,10 @@ _BATCH = (
     " RETURNING 1),"
     f" i AS ({_gated(_renumber(_INSERT, 2))}),"
     f" upd AS ({_renumber(_UPDATE, 15)} AND EXISTS (SELECT FROM s)),"
-    f" r1 AS ({_gated(_renumber(_ROLLUP, 23))}),"
-    f" r2 AS ({_gated(_renumber(_CONTEXT_ROLLUP, 28))}),"
-    f" r3 AS ({_gated(_renumber(_ERROR_ROLLUP, 35))}),"
-    f" r4 AS ({_gated(_renumber(_ERROR_CONTEXT_ROLLUP, 43))})"
+    f" r1 AS ({_gated(_renumber(_ROLLUP, 24))}),"
+    f" r2 AS ({_gated(_renumber(_CONTEXT_ROLLUP, 29))}),"
+    f" r3 AS ({_gated(_renumber(_ERROR_ROLLUP, 36))}),"
+    f" r4 AS ({_gated(_renumber(_ERROR_CONTEXT_ROLLUP, 44))})"
     " SELECT count(*) FROM s"
 )
 _NOW = "extract(epoch from clock_timestamp())"
@@ -325,7 +326,8 @@ class PgBatch:
     #: The session's batch number: a retry of a committed batch is recognised by it.
     seq: int
     inserts: list[tuple[Any, ...]]
-    #: The columns of :data:`_UPDATE`, then the op_type (for the rollups of a split).
+    #: The columns of :data:`_UPDATE`, the op_type last (the row must be of that type,
+    #: as on SQLite; also for the rollups of a split).
     updates: list[tuple[Any, ...]]
     agg: Aggregate | _ScrubbedAggregate
     coerced: int
@@ -705,7 +707,7 @@ class PostgresStore:
     async def _commit_on(self, conn: Any, b: PgBatch) -> int:
         await conn.fetchval(
             _BATCH, self.session_id, b.seq,
-            *_columns(b.inserts, len(_COLUMNS)), *_columns(b.updates, 9)[:8],
+            *_columns(b.inserts, len(_COLUMNS)), *_columns(b.updates, 9),
             *itertools.chain.from_iterable(_rollup_columns(b.agg)),
         )
         return b.rows

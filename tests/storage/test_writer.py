@@ -157,6 +157,36 @@ class TestRunningRows:
         after = rows(kit.database.path)
         assert [(r["id"], r["outcome"]) for r in after] == [(before[0]["id"], "success")]
 
+    async def test_completion_only_updates_a_row_of_its_own_type(
+        self, kit: learnkit.Kit, backend: Backend
+    ) -> None:
+        """A completion whose id now names a row of another type (the row was changed
+        or replaced behind learnkit's back) leaves that row alone, on both stores.
+        PostgreSQL's update used to match on the id alone."""
+        gate = asyncio.Event()
+
+        @tracked("long")
+        async def long() -> None:
+            await gate.wait()
+
+        task = asyncio.create_task(long())
+        await asyncio.sleep(0.01)
+        await kit.flush()
+        (row,) = rows(kit.database.path)
+        query = f"UPDATE operations SET op_type = 'other' WHERE id = {row['id']}"
+        if backend.name == "sqlite":
+            conn = sqlite3.connect(kit.database.path, isolation_level=None)
+            conn.execute(query)
+            conn.close()
+        else:
+            sql(kit.database.path, query)
+        gate.set()
+        await task
+        await kit.flush()
+        after = rows(kit.database.path)
+        assert [(r["op_type"], r["outcome"], r["ended_at"]) for r in after] == [
+            ("other", "running", None)]
+
     async def test_child_of_unstored_parent_gets_parent_row(self, kit: learnkit.Kit) -> None:
         """A child written while its parent still runs makes the parent a running row first."""
         async with track("parent"):
