@@ -181,6 +181,13 @@ def sample(now: float | None = None) -> AlertEvent:
 # -- payloads ----------------------------------------------------------------------------
 
 
+def _slack(text: str) -> str:
+    """Recorded text as Slack shows it, never as a control sequence: ``&``, ``<`` and
+    ``>`` escaped as Slack asks, so an error message holding ``<!channel>`` or
+    ``<https://x|click>`` neither pings anyone nor becomes a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def payload(fmt: str, events: Sequence[AlertEvent], *, more: int = 0,
             source: str = "") -> dict[str, Any]:
     """The body sent to a target: learnkit's JSON, or a Slack message.
@@ -191,9 +198,9 @@ def payload(fmt: str, events: Sequence[AlertEvent], *, more: int = 0,
     Mattermost, Rocket.Chat, Discord's ``/slack`` endpoint) accept.
     """
     if fmt == "slack":
-        lines = [f"*learnkit* ({source})" if source else "*learnkit*"]
+        lines = [f"*learnkit* ({_slack(source)})" if source else "*learnkit*"]
         for e in events:
-            lines.append(f"• *{e.title}*\n  {e.text}")
+            lines.append(f"• *{_slack(e.title)}*\n  {_slack(e.text)}")
         if more:
             lines.append(f"… and {more} more")
         return {"text": "\n".join(lines)}
