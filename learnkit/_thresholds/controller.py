@@ -605,7 +605,9 @@ class ThresholdController:
         when the band is shown on the side the change assumed. Verdicts are
         not final: the latest change is judged again every time, so a world
         that changes later is seen. Only *worse* undoes; overall utility
-        before and after is reported, never a reason.
+        before and after is reported, never a reason. Only the latest change
+        of a threshold is judged: after a rollback (or any later change) the
+        earlier ones are not judged again, so one undo never cascades.
         """
         db = self._db
         if db.shared is not None:
@@ -616,11 +618,11 @@ class ThresholdController:
             history = await self.history(name)
             if not history:
                 await self._anchor(name, history)  # its stream starts at the first look
-            changes = [c for c in history
-                       if c.status == "applied" and c.kind in ("lower", "raise")]
-            if not changes:
+            # Only the latest change is judged; once it is rolled back (or
+            # followed by any other change), the ones before it are history.
+            last = history[-1] if history else None
+            if last is None or last.status != "applied" or last.kind not in ("lower", "raise"):
                 continue
-            last = changes[-1]
             if th.value != last.new_value:
                 continue  # edited since: not ours to judge
             v = await self._measure(cfg, th, last)

@@ -397,6 +397,39 @@ class TestChangingWorlds:
             assert not any(c.kind == "raise" for c in report.applied)
             assert kit.thresholds["max_complexity"] == 6
 
+    async def test_a_rollback_does_not_cascade_to_older_changes(self, tmp_path: Path) -> None:
+        """8 -> 7 -> 6, then 6 is shown wrong and rolled back to 7: the older change
+        8 -> 7 is history now, not judged again on its whole past (the old rule then
+        rolled it back too, one undo after another)."""
+        text = BASE_CONFIG.replace(
+            "confidence_threshold = 0.7", "confidence_threshold = 0.7\nexplore = 0.999")
+        p = config(tmp_path, text)
+        clock = Clock(T0)
+        r = random.Random(4)
+
+        async def work(n: int, cxs: tuple[int, ...]) -> None:
+            for _ in range(n):
+                clock.advance(60)
+                cx = r.choice(cxs)
+                if kit.admit("x", complexity=cx):
+                    async with learnkit.track("x", complexity=cx) as op:
+                        if r.random() >= 0.95:
+                            op.fail("TestFailure", "x")
+            await kit.flush()
+
+        async with learnkit.open(p, clock=clock, random=random.Random(3)) as kit:
+            assert [c.new_value for c in await kit.controller.apply(rec(8, 7))] == [7]
+            await work(30, (1, 2, 3))
+            assert [c.new_value for c in await kit.controller.apply(rec(7, 6))] == [6]
+            await work(400, (1, 2, 3, 7, 8))  # 7 and 8 explored: both succeed 95%
+            (v,) = await kit.controller.evaluate()
+            assert v.rolled_back and v.change.new_value == 6
+            assert kit.thresholds["max_complexity"] == 7
+            assert await kit.controller.evaluate() == []
+            assert kit.thresholds["max_complexity"] == 7
+            kinds = [c.kind for c in await kit.controller.history("max_complexity")]
+            assert kinds == ["lower", "lower", "rollback"]
+
     async def test_comes_back_up_after_the_world_improves(self, tmp_path: Path) -> None:
         """Band 7 fails 85% for a week, then succeeds 95%: the threshold rises to 7 soon.
 
