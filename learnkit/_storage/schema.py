@@ -6,7 +6,7 @@ one transaction with the version bump. Never edit a released entry: add one.
 
 from __future__ import annotations
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+__all__ = ["EXCLUSIVE", "MIGRATIONS", "SCHEMA_VERSION"]
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -182,3 +182,9 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+
+#: Migrations (by index) that change tables an older learnkit still writes to:
+#: a process of that version, still running, would have its writes refused (a
+#: view cannot be written) or miss the new tables. They run only when no other
+#: live session has the file open.
+EXCLUSIVE = frozenset({4, 5})

@@ -33,7 +33,7 @@ from .._errors import StoreCorruptError, StoreError, StoreUnavailableError
 from .._model import HOUR, Operation
 from .protocol import EXPORT_FIELDS, Batch, ExportRow, ImportRecord, ImportResult, WindowStats
 from .rollup import Aggregate, Encoder
-from .schema import MIGRATIONS, SCHEMA_VERSION
+from .schema import EXCLUSIVE, MIGRATIONS, SCHEMA_VERSION
 from .series import SERIES_OUTCOMES, SeriesPlan, collect, plan_series, split_window
 
 T = TypeVar("T")
@@ -57,9 +57,14 @@ _ROLLUP = (
     " VALUES (?,?,?,?,?) ON CONFLICT (hour, op_type, outcome) DO UPDATE SET"
     " n = n + excluded.n, duration_sum = duration_sum + excluded.duration_sum"
 )
-_CONTEXT_KEY = "INSERT OR IGNORE INTO context_keys (op_type, attr, value) VALUES (?,?,?)"
+# ON CONFLICT DO NOTHING, not INSERT OR IGNORE: only an existing key is skipped;
+# a NULL still raises (and the writer isolates the row) instead of vanishing.
+_CONTEXT_KEY = (
+    "INSERT INTO context_keys (op_type, attr, value) VALUES (?,?,?) ON CONFLICT DO NOTHING"
+)
 _ERROR_KEY = (
-    "INSERT OR IGNORE INTO error_keys (op_type, error_type, signature) VALUES (?,?,?)"
+    "INSERT INTO error_keys (op_type, error_type, signature) VALUES (?,?,?)"
+    " ON CONFLICT DO NOTHING"
 )
 _CONTEXT_ROLLUP = (
     "INSERT INTO context_rollup_hourly (hour, key, outcome, explore, n)"
@@ -389,6 +394,7 @@ class SQLiteStore:
         self._next_id = 0
         self._id_limit = 0  # exclusive
         self._rows_per_insert = 500
+        self._series_windows = _SERIES_WINDOWS
         self._insert_cache: dict[int, str] = {}
 
     # -- the write thread --------------------------------------------------
@@ -525,6 +531,8 @@ class SQLiteStore:
         conn.execute("PRAGMA synchronous = NORMAL")
         limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         self._rows_per_insert = max(1, min(2000, limit // _NCOLS))
+        # A series statement binds at most 13 parameters per window.
+        self._series_windows = max(1, (limit - 1) // 13)
         with self._transaction():
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -532,6 +540,8 @@ class SQLiteStore:
                     f"{self.path}: schema version {version} was written by a newer "
                     f"learnkit (this one knows up to {SCHEMA_VERSION}); upgrade learnkit"
                 )
+            if version and EXCLUSIVE.intersection(range(version, SCHEMA_VERSION)):
+                self._refuse_if_shared(conn, version)
             for i in range(version, SCHEMA_VERSION):
                 for stmt in filter(str.strip, MIGRATIONS[i].split(";")):
                     conn.execute(stmt)
@@ -544,6 +554,24 @@ class SQLiteStore:
                 " (SELECT coalesce(max(id), 0) + 1 FROM operations))"
             )
         self._register_session()
+
+    def _refuse_if_shared(self, conn: sqlite3.Connection, version: int) -> None:
+        """Before a migration older processes cannot live with (:data:`EXCLUSIVE`):
+        refuse while another session is alive, so none of its records is lost."""
+        now = time.time()
+        host = socket.gethostname()
+        live = [
+            f"{h}:{p}" for h, p, ps, hb in conn.execute(
+                "SELECT host, pid, pid_start, heartbeat_at FROM sessions WHERE state = 'open'")
+            if (h == host and _pid_alive(p, ps)) or (h != host and now - hb <= self.stale_after)
+        ]
+        if live:
+            raise StoreUnavailableError(
+                f"{self.path}: schema version {version} is open in {len(live)} other "
+                f"learnkit process(es) ({', '.join(sorted(live)[:5])}); upgrading it to "
+                f"{SCHEMA_VERSION} while they write would lose their records. Stop them "
+                "(or let them finish), then open again. The file was not changed."
+            )
 
     def _set_wal(self, conn: sqlite3.Connection) -> str:
         """``PRAGMA journal_mode = WAL``, retried while another process holds the new
@@ -1094,7 +1122,7 @@ class SQLiteStore:
         """
         plan = plan_series(windows, top_level=top_level)
         triples: list[tuple[int, str, int]] = []
-        for part in plan.chunks(_SERIES_WINDOWS):
+        for part in plan.chunks(self._series_windows):
             sql, args = _series_sql(part, op_type, top_level)
             if not sql:
                 continue

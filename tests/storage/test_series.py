@@ -163,8 +163,6 @@ class TestAgainstOneQueryPerWindow:
     ) -> None:
         """A series too long for one statement's parameters is cut into statements of a
         few windows each, hours shared across a cut included: the same counts."""
-        import learnkit._storage.sqlite as backend_module
-
         records = make_records(9)
         await imported(config_path, records)
         rng = random.Random(9)
@@ -174,7 +172,7 @@ class TestAgainstOneQueryPerWindow:
             series = [random_windows(rng, times) for _ in range(20)]
             whole = [await store.outcome_counts_series(w, op_type=t)
                      for w in series for t in (None, "c")]
-            monkeypatch.setattr(backend_module, "_SERIES_WINDOWS", 3)
+            monkeypatch.setattr(store, "_series_windows", 3)
             assert whole == [await store.outcome_counts_series(w, op_type=t)
                              for w in series for t in (None, "c")]
             for w in series:

@@ -97,6 +97,43 @@ class TestSchema:
                             ).fetchall() == [(0, sum(row[-1] for row in ctx))]
         conn.close()
 
+    async def test_upgrade_waits_for_older_processes(self, tmp_path: Path) -> None:
+        """A file at schema 4 still open in a live process (an older learnkit, which
+        writes the string-keyed tables) is not upgraded: the open says which process
+        to stop and leaves the file as it was; once that process is gone, it upgrades."""
+        import socket
+        import subprocess
+        import sys
+
+        from learnkit._storage.sqlite import _process_start
+
+        db = tmp_path / "learnkit.db"
+        conn = sqlite3.connect(db)
+        conn.execute("PRAGMA journal_mode = WAL")  # as every learnkit file is
+        for m in MIGRATIONS[:4]:
+            conn.executescript(m)
+        other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            conn.execute(
+                "INSERT INTO sessions (host, pid, pid_start, started_at, heartbeat_at, state)"
+                " VALUES (?, ?, ?, 0, 0, 'open')",
+                (socket.gethostname(), other.pid, _process_start(other.pid)))
+            conn.execute("PRAGMA user_version = 4")
+            conn.commit()
+            conn.close()
+            before = db.read_bytes()
+            with pytest.raises(learnkit.StoreUnavailableError, match=f":{other.pid}.*Stop them"):
+                async with learnkit.open(write_config(tmp_path)):
+                    pass
+            assert pragma(db, "user_version") == 4
+            assert db.read_bytes() == before
+        finally:
+            other.kill()
+            other.wait()
+        async with learnkit.open(write_config(tmp_path)):
+            pass
+        assert pragma(db, "user_version") == SCHEMA_VERSION
+
     async def test_newer_schema_is_refused(self, tmp_path: Path) -> None:
         """A database from a newer learnkit is not touched; the error says to upgrade."""
         db = tmp_path / "learnkit.db"
