@@ -184,8 +184,12 @@ def sample(now: float | None = None) -> AlertEvent:
 def _slack(text: str) -> str:
     """Recorded text as Slack shows it, never as a control sequence: ``&``, ``<`` and
     ``>`` escaped as Slack asks, so an error message holding ``<!channel>`` or
-    ``<https://x|click>`` neither pings anyone nor becomes a link."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    ``<https://x|click>`` neither pings anyone nor becomes a link; and a zero-width
+    space after ``@``, so that ``@channel`` or ``@here`` in it does not notify a
+    channel on the services that take this format and read plain mentions
+    (Mattermost, Rocket.Chat)."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("@", "@\u200b")
 
 
 def payload(fmt: str, events: Sequence[AlertEvent], *, more: int = 0,

@@ -244,11 +244,12 @@ def test_redact_and_payloads() -> None:
 def test_slack_text_from_recorded_data_is_not_markup() -> None:
     """An error message is recorded data: in a Slack message it must not ping the
     channel, mention anyone or become a link; the JSON payload keeps it as it was."""
-    msg = "boom <!channel> <@U024BE7LH> <https://evil.example|click here> a&b"
+    msg = "boom <!channel> <@U024BE7LH> <https://evil.example|click here> a&b @here"
     e = AlertEvent("new_cluster", "c1", f"RuntimeError '{msg}'", msg, 1.0)
     text = payload("slack", [e], source="</srv/x>")["text"]
     assert "<" not in text and ">" not in text
     assert "&lt;!channel&gt;" in text and "a&amp;b" in text
+    assert "@here" not in text and "@\u200bhere" in text
     assert payload("json", [e])["events"][0]["text"] == msg
 
 
