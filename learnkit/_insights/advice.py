@@ -25,9 +25,9 @@ RELATED_P = 0.001
 #: recommendation. The controller applies an analysed move only when the same
 #: holds on the outcomes since the threshold last changed, a stream that only
 #: grows (``ThresholdController.related_since``), or the band's evidence there
-#: reaches STRONG_P with the level spent across weekly restarts
-#: (``ThresholdController.stream_p``): on the window alone, ~16 independent
-#: looks in 8 weeks moved a threshold on pure noise in 3 runs of 20.
+#: reaches the controller's ``STREAM_P`` with the level spent across weekly
+#: restarts (``ThresholdController.stream_p``): on the window alone, ~16
+#: independent looks in 8 weeks moved a threshold on pure noise in 3 runs of 20.
 STRONG_P = 0.01
 
 

@@ -34,7 +34,7 @@ from .._errors import (
     LearnkitError,
     UnknownThresholdError,
 )
-from .._insights.advice import RELATED_P, STRONG_P
+from .._insights.advice import RELATED_P
 from .._insights.patterns import Summary
 from .._model import DAY
 from .admission import steps_beyond
@@ -53,6 +53,12 @@ log = logging.getLogger("learnkit")
 ANCHOR = "threshold_anchor:"
 #: Most weekly restarts ``stream_p`` tests (the newest ones).
 MAX_STREAMS = 12
+#: The level a move that shows no trend since the last change must reach on the
+#: band's own outcomes since then (``stream_p``): at most this chance, per
+#: threshold and direction over its whole life, of moving when the band sits at
+#: break-even. At 0.01 the benchmark's noise world still moved once in 20 runs
+#: (a week of 6 successes in 36 at 50%, p = 0.0068 on the newest stream).
+STREAM_P = 0.001
 
 
 @attrs.frozen
@@ -313,6 +319,7 @@ class ThresholdController:
             ConfigError: learnkit.toml is invalid now; it is left untouched.
         """
         made: list[ThresholdChange] = []
+        await self.anchor_all()
         for rec in summary["recommendations"]:
             if rec.threshold is None or rec.recommended is None:
                 continue
@@ -381,12 +388,12 @@ class ThresholdController:
             tighten = (new_v < th.value) == (th.limit == "max")
             rel = 0.0 if rec.related_p is None else await self.related_since(name)
             if rel > RELATED_P:
-                p, n = await self.stream_p(name, tighten=tighten)
-                if p > STRONG_P:
+                p, n = await self.stream_p(name, tighten=tighten, to=new_v)
+                if p > STREAM_P:
                     self.logger.info(
                         "learnkit: %s not changed: since its last change %s shows no trend "
                         "(p %.3g) and the band's %d outcomes give p %.3g > %g",
-                        name, th.attribute, rel, n, p, STRONG_P)
+                        name, th.attribute, rel, n, p, STREAM_P)
                     return None
             row = {
                 "at": db.now(), "name": name, "old_value": th.value, "new_value": new_v,
@@ -612,12 +619,11 @@ class ThresholdController:
         db = self._db
         if db.shared is not None:
             await db.shared.pull()
+        await self.anchor_all()  # each stream starts at the first look
         cfg = db.config
         verdicts = []
         for name, th in cfg.thresholds.items():
             history = await self.history(name)
-            if not history:
-                await self._anchor(name, history)  # its stream starts at the first look
             # Only the latest change is judged; once it is rolled back (or
             # followed by any other change), the ones before it are history.
             last = history[-1] if history else None
@@ -781,7 +787,10 @@ class ThresholdController:
         if got is None:
             # The first look's window is the first block: chosen by the clock, not
             # by what the outcomes in it say, so the stream's start stays fixed.
-            start = self._db.now() - self._db.config.learning.window_days * DAY
+            now = self._db.now()
+            if not math.isfinite(now):
+                raise ValueError(f"the kit's clock returned {now!r}")
+            start = now - self._db.config.learning.window_days * DAY
             if await store.meta_swap(key, None, repr(start)):
                 return start
             got = await store.meta_get(key)
@@ -806,12 +815,24 @@ class ThresholdController:
             values.setdefault(val, [0, 0])[o == "failure"] += n
         return related_p(th.limit, values) if values else 1.0
 
-    async def stream_p(self, name: str, *, tighten: bool) -> tuple[float, int]:
+    async def anchor_all(self) -> None:
+        """Fix the anchor of every threshold that has none yet: at each evaluation and
+        before applying anything, for all thresholds at once, so that no
+        threshold's anchor waits for a recommendation of its own."""
+        for name in self._db.config.thresholds:
+            if not await self.history(name):
+                await self._anchor(name, [])
+
+    async def stream_p(
+        self, name: str, *, tighten: bool, to: float | None = None
+    ) -> tuple[float, int]:
         """Anytime-valid p-value that the band next to ``name``'s limit is on the side
         a move assumes, on its outcomes since the threshold last changed; and n.
 
         ``tighten``: the band just inside the limit, all its outcomes, below
         break-even. Else the band just outside, explored outcomes, above it.
+        The band is one ``step`` wide, or reaches only to ``to`` (the value a
+        move clipped at ``min``/``max`` would set).
         The outcomes since the anchor (:meth:`_anchor`) are cut into blocks of
         ``window_days``; stream ``k`` holds every outcome from block ``k`` on and
         gets the level ``alpha / ((k + 1)(k + 2))`` (these sum to ``alpha``), so
@@ -833,7 +854,9 @@ class ThresholdController:
         last = max(0, int((now - anchor) // width))
         step = float(th.step)
         v = float(th.value)
-        if th.limit == "max":
+        if to is not None:
+            lo, hi = sorted((v, float(to)))
+        elif th.limit == "max":
             lo, hi = (v - step, v) if tighten else (v, v + step)
         else:
             lo, hi = (v, v + step) if tighten else (v - step, v)

@@ -334,6 +334,67 @@ async def simulate_days(
     return reports
 
 
+class TestStreamGate:
+    """The controller's re-check on the outcomes since a threshold last changed."""
+
+    async def test_band_directions_for_max_and_min_limits(self, tmp_path: Path) -> None:
+        """stream_p reads the band just inside the limit (all outcomes) to tighten and
+        the band just outside (explored outcomes) to loosen, for a max limit and a
+        min limit alike."""
+        text = BASE_CONFIG.replace(
+            "confidence_threshold = 0.7", "confidence_threshold = 0.7\nexplore = 0.999"
+        ) + textwrap.dedent("""
+            [thresholds.min_coverage]
+            value = 3
+            attribute = "coverage"
+            limit = "min"
+            min = 0
+            max = 10
+            step = 1
+            """)
+        p = config(tmp_path, text)
+        clock = Clock(T0)
+        r = random.Random(12)
+        async with learnkit.open(p, clock=clock, random=random.Random(1)) as kit:
+            await kit.controller.evaluate()  # anchors both thresholds
+            for _ in range(3000):
+                clock.advance(60)
+                cx, cov = r.randint(6, 9), r.randint(2, 5)
+                if not kit.admit("x", complexity=cx, coverage=cov):
+                    continue
+                # inside bands (cx 8, cov 3) fail; outside ones (cx 9, cov 2) succeed
+                ok = cx != 8 and cov != 3 and (cx == 9 or cov == 2 or r.random() < 0.9)
+                async with learnkit.track("x", complexity=cx, coverage=cov) as op:
+                    if not ok:
+                        op.fail("TestFailure", "x")
+            await kit.flush()
+            c = kit.controller
+            for name in ("max_complexity", "min_coverage"):
+                tight, n_tight = await c.stream_p(name, tighten=True)
+                loose, n_loose = await c.stream_p(name, tighten=False)
+                assert tight < 1e-6 and n_tight > 100, (name, tight, n_tight)
+                assert loose < 1e-3 and n_loose > 20, (name, loose, n_loose)
+            # The band inside max_complexity is below break-even, so "above" fails.
+            assert (await c.related_since("max_complexity")) < 1e-6
+
+    async def test_anchor_is_fixed_at_the_first_look(self, tmp_path: Path) -> None:
+        """The stream starts a window before the first evaluation (set by the clock, not
+        by what the outcomes say) and stays there, until a change (then it starts at
+        the change)."""
+        p = config(tmp_path)
+        clock = Clock(T0)
+        async with learnkit.open(p, clock=clock) as kit:
+            await kit.controller.evaluate()
+            first = await kit.database.store.meta_get("threshold_anchor:max_complexity")
+            assert first is not None and float(first) == T0 - 7 * DAY
+            clock.advance(3 * DAY)
+            await kit.controller.evaluate()
+            assert await kit.database.store.meta_get("threshold_anchor:max_complexity") == first
+            assert await kit.controller._anchor("max_complexity") == float(first)
+            await kit.controller.apply(rec(8, 7))
+            assert await kit.controller._anchor("max_complexity") == clock.now
+
+
 class TestChangingWorlds:
     """Worlds that change under the controller; each of these failed on the old rules."""
 
