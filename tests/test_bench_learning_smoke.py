@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -60,3 +62,14 @@ def test_noise_world_never_moves_a_threshold() -> None:
     out = run("bench_learning.py", "--worlds", "noise", "--seeds", "20", "--jobs", "2")
     line = next(x for x in out.splitlines() if x.startswith("Threshold moves:"))
     assert line.startswith("Threshold moves: 0 in 20 seeds"), line
+
+
+@pytest.mark.skipif(not os.environ.get("LEARNKIT_TEST_PG_URL"),
+                    reason="needs a PostgreSQL server (CI starts one: .ci/postgres.sh)")
+def test_bench_postgres_small() -> None:
+    """bench_postgres.py runs both stores end to end and prints its table (it called a
+    store method that no longer existed, unnoticed, before this test)."""
+    out = run("bench_postgres.py", "--rows", "3000", "--procs", "1,2")
+    assert "| store | writers | end-to-end ops/s |" in out
+    for store, writers in (("sqlite", 1), ("sqlite", 2), ("postgresql", 1), ("postgresql", 2)):
+        assert f"| {store} | {writers} |" in out
