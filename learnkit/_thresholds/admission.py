@@ -3,7 +3,8 @@
 ``kit.admit(op_type, complexity=9)`` checks every threshold that gates one
 of the given attributes (and the operation type, if the threshold names
 one). Refused work is recorded as ``skipped``. Some refused work is admitted
-anyway, mostly next to the threshold (:func:`explore_probability`); the next
+anyway, mostly next to the threshold (:func:`explore_probability`), when one
+threshold refuses it (work two refuse is never explored); the next
 operation of that type started in the same task is marked with the
 probability it was explored with, so analysis can tell explored outcomes
 apart and a threshold set too low, or a world that got better, can bring it
@@ -117,19 +118,26 @@ def admit(
                     f"kit.admit({op_type!r}, {given}=...): no threshold gates {given!r}{hint}; "
                     f"gated attributes: {', '.join(sorted(gated))}"
                 )
-    for name, th in cfg.thresholds.items():
-        if th.attribute not in attrs_ or (th.op_type and th.op_type != op_type):
-            continue
+    refusing = [
+        (name, th) for name, th in cfg.thresholds.items()
+        if th.attribute in attrs_ and not (th.op_type and th.op_type != op_type)
+        and _refuses(th.limit, th.value, attrs_[th.attribute])
+    ]
+    if refusing:
+        name, th = refusing[0]
         v = attrs_[th.attribute]
-        if not _refuses(th.limit, th.value, v):
-            continue
         sign = ">" if th.limit == "max" else "<"
         why = f"{name}: {th.attribute} = {v} {sign} {th.value}"
-        explore = explore_probability(th, cfg.learning.explore, steps_beyond(th, v),
-                                      (plan or {}).get(name))
+        # Work refused by one threshold only is explored: its outcome then speaks
+        # for that threshold's band as raising it would admit it. Work another
+        # threshold refuses too would bias that band (and cost twice): refused.
+        explore = 0.0 if len(refusing) > 1 else explore_probability(
+            th, cfg.learning.explore, steps_beyond(th, v), (plan or {}).get(name))
         if explore > 0 and rng.random() < explore:
             pending.set((op_type, explore))
             return Admission(True, True, explore, name, f"explored ({explore:.0%}); {why}")
+        if len(refusing) > 1:
+            why += f" (and {', '.join(n for n, _ in refusing[1:])})"
         refuse(why)
         return Admission(False, False, None, name, why)
     pending.set(None)

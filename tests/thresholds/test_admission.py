@@ -36,3 +36,23 @@ class TestExplorationMark:
             assert not admission and admission.threshold == "max_complexity"
         (row,) = rows(tmp_path / "learnkit.db")
         assert row["outcome"] == "skipped" and row["admission"] is None
+
+
+class TestTwoThresholds:
+    async def test_work_refused_by_two_thresholds_is_not_explored(self, tmp_path: Path) -> None:
+        """Explored outcomes speak for one threshold's band as raising that threshold
+        would admit it: work another threshold refuses too is never explored (it
+        would drag that band's estimate down), only refused, naming both."""
+        text = BASE_CONFIG.replace(
+            "confidence_threshold = 0.7", "confidence_threshold = 0.7\nexplore = 0.999"
+        ) + ('\n[thresholds.min_coverage]\nvalue = 3\nattribute = "coverage"\n'
+             'limit = "min"\nmin = 0\nmax = 10\nstep = 1\n')
+        async with learnkit.open(write_config(tmp_path, text),
+                                 random=random.Random(2)) as kit:
+            both = [kit.admit("x", complexity=9, coverage=2) for _ in range(200)]
+            one = [kit.admit("x", complexity=9, coverage=5) for _ in range(200)]
+            other = [kit.admit("x", complexity=5, coverage=2) for _ in range(200)]
+        assert not any(both)
+        assert "max_complexity" in both[0].reason and "min_coverage" in both[0].reason
+        assert sum(a.explored for a in one) > 150
+        assert sum(a.explored for a in other) > 150
