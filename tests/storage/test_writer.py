@@ -125,6 +125,21 @@ class TestVolume:
         assert count(tmp_path / "learnkit.db") == 1200
 
 
+
+async def running_row(kit: learnkit.Kit) -> tuple[asyncio.Event, asyncio.Task[None]]:
+    """Start a 'long' operation and flush while it runs (so it is a 'running' row);
+    setting the event lets it finish."""
+    gate = asyncio.Event()
+
+    @tracked("long")
+    async def long() -> None:
+        await gate.wait()
+
+    task = asyncio.create_task(long())
+    await asyncio.sleep(0.01)
+    await kit.flush()
+    return gate, task
+
 class TestRunningRows:
     async def test_start_and_end_in_one_batch_make_one_row(self, kit: learnkit.Kit) -> None:
         """Short operations produce exactly one row each and no running rows."""
@@ -139,15 +154,7 @@ class TestRunningRows:
         self, kit: learnkit.Kit
     ) -> None:
         """An operation running at a flush is a 'running' row, later updated (same id)."""
-        gate = asyncio.Event()
-
-        @tracked("long")
-        async def long() -> None:
-            await gate.wait()
-
-        task = asyncio.create_task(long())
-        await asyncio.sleep(0.01)
-        await kit.flush()
+        gate, task = await running_row(kit)
         before = rows(kit.database.path)
         assert [(r["op_type"], r["outcome"], r["ended_at"]) for r in before] == [
             ("long", "running", None)]
@@ -163,15 +170,7 @@ class TestRunningRows:
         """A completion whose id now names a row of another type (the row was changed
         or replaced behind learnkit's back) leaves that row alone, on both stores.
         PostgreSQL's update used to match on the id alone."""
-        gate = asyncio.Event()
-
-        @tracked("long")
-        async def long() -> None:
-            await gate.wait()
-
-        task = asyncio.create_task(long())
-        await asyncio.sleep(0.01)
-        await kit.flush()
+        gate, task = await running_row(kit)
         (row,) = rows(kit.database.path)
         query = f"UPDATE operations SET op_type = 'other' WHERE id = {row['id']}"
         if backend.name == "sqlite":
