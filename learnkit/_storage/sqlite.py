@@ -127,12 +127,13 @@ def _write_rollups(conn: sqlite3.Connection, agg: Aggregate) -> None:
         keys.update((t, a, v) for (_, t, _, _, a, v) in agg.error_context)
         conn.executemany(_CONTEXT_KEY, sorted(keys))
     if agg.context:
-        conn.executemany(_CONTEXT_ROLLUP, [(h, o, x, n, t, a, v)
-                                           for (h, t, a, v, o, x), n in agg.context.items()])
+        hourly = []
         daily: dict[tuple[Any, ...], int] = {}
         for (h, t, a, v, o, x), n in agg.context.items():
+            hourly.append((h, o, x, n, t, a, v))
             k = (h // 24, o, x, t, a, v)
             daily[k] = daily.get(k, 0) + n
+        conn.executemany(_CONTEXT_ROLLUP, hourly)
         conn.executemany(_CONTEXT_DAILY, [(d, o, x, n, t, a, v)
                                           for (d, o, x, t, a, v), n in daily.items()])
     if agg.errors:
@@ -164,11 +165,10 @@ _IMPORT_CHUNK = 2000
 
 # -- a series of windows in one statement ----------------------------------------------
 
-#: Windows per statement of :meth:`SQLiteStore.outcome_counts_series`: at most 13
-#: parameters each (an hour range, two row ranges or shared hours) and the
-#: op_type, within SQLite's default limit on parameters (999 before 3.32,
-#: 32766 since).
-_SERIES_WINDOWS = ((32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999) - 1) // 13
+#: Parameters a window may bind in :meth:`SQLiteStore.outcome_counts_series` (an
+#: hour range, two row ranges or shared hours); the windows per statement follow
+#: from the connection's limit on parameters, read when the store opens.
+_SERIES_PARAMS = 13
 
 
 def _counted(aggregate: str) -> str:
@@ -394,7 +394,7 @@ class SQLiteStore:
         self._next_id = 0
         self._id_limit = 0  # exclusive
         self._rows_per_insert = 500
-        self._series_windows = _SERIES_WINDOWS
+        self._series_windows = (999 - 1) // _SERIES_PARAMS  # until open reads the limit
         self._insert_cache: dict[int, str] = {}
 
     # -- the write thread --------------------------------------------------
@@ -531,8 +531,7 @@ class SQLiteStore:
         conn.execute("PRAGMA synchronous = NORMAL")
         limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         self._rows_per_insert = max(1, min(2000, limit // _NCOLS))
-        # A series statement binds at most 13 parameters per window.
-        self._series_windows = max(1, (limit - 1) // 13)
+        self._series_windows = max(1, (limit - 1) // _SERIES_PARAMS)  # 1 for the op_type
         with self._transaction():
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:

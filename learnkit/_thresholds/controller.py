@@ -215,6 +215,8 @@ class ThresholdController:
         self._lock_fds: list[int] = []
         self._lock_owner: str | None = None  # "controller", "manual" or None
         self._manual_open = 0  # manual changes holding the lock, not yet recorded
+        # Thresholds known to have an anchor or a history (both only ever grow).
+        self._anchored: set[str] = set()
 
     # -- reading ------------------------------------------------------------------
 
@@ -386,9 +388,10 @@ class ThresholdController:
             # the outcomes since the threshold last changed (a stream that only
             # grows). A recommendation made by hand (no related_p) is taken as is.
             tighten = (new_v < th.value) == (th.limit == "max")
-            rel = 0.0 if rec.related_p is None else await self.related_since(name)
+            anchor = await self._anchor(name, history)
+            rel = 0.0 if rec.related_p is None else await self.related_since(name, anchor)
             if rel > RELATED_P:
-                p, n = await self.stream_p(name, tighten=tighten, to=new_v)
+                p, n = await self.stream_p(name, tighten=tighten, to=new_v, anchor=anchor)
                 if p > STREAM_P:
                     self.logger.info(
                         "learnkit: %s not changed: since its last change %s shows no trend "
@@ -779,6 +782,7 @@ class ThresholdController:
         (kept in the store's meta)."""
         if history is None:
             history = await self.history(name)
+        self._anchored.add(name)
         if history:
             return history[-1].at
         store = self._db.store
@@ -796,16 +800,19 @@ class ThresholdController:
             got = await store.meta_get(key)
         return float(got) if got is not None else self._db.now()
 
-    async def related_since(self, name: str) -> float:
+    async def related_since(self, name: str, anchor: float | None = None) -> float:
         """:func:`~learnkit._insights.advice.related_p` on the outcomes since ``name``
-        last changed (at most :data:`MAX_STREAMS` windows back)."""
+        last changed (``anchor``, else :meth:`_anchor`; at most :data:`MAX_STREAMS`
+        windows back)."""
         from .._insights.advice import related_p
 
         db = self._db
         cfg = db.config
         th = self._threshold(cfg, name)
         now = db.now()
-        start = max(await self._anchor(name), now - MAX_STREAMS * cfg.learning.window_days * DAY)
+        if anchor is None:
+            anchor = await self._anchor(name)
+        start = max(anchor, now - MAX_STREAMS * cfg.learning.window_days * DAY)
         values: dict[float, list[int]] = {}
         for (v, o, _x), n in (await db.store.context_counts(
                 start, now, th.attribute, th.op_type or None)).items():
@@ -820,11 +827,12 @@ class ThresholdController:
         before applying anything, for all thresholds at once, so that no
         threshold's anchor waits for a recommendation of its own."""
         for name in self._db.config.thresholds:
-            if not await self.history(name):
-                await self._anchor(name, [])
+            if name not in self._anchored:
+                await self._anchor(name)
 
     async def stream_p(
-        self, name: str, *, tighten: bool, to: float | None = None
+        self, name: str, *, tighten: bool, to: float | None = None,
+        anchor: float | None = None,
     ) -> tuple[float, int]:
         """Anytime-valid p-value that the band next to ``name``'s limit is on the side
         a move assumes, on its outcomes since the threshold last changed; and n.
@@ -849,7 +857,8 @@ class ThresholdController:
         lc = cfg.learning
         breakeven = lc.failure_cost / (1 + lc.failure_cost)
         now = db.now()
-        anchor = await self._anchor(name)
+        if anchor is None:
+            anchor = await self._anchor(name)
         width = lc.window_days * DAY
         last = max(0, int((now - anchor) // width))
         step = float(th.step)
