@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 from array import array
 from collections.abc import Callable
 from typing import Any
@@ -66,6 +65,9 @@ _MAX_STRING_LEN = 64
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
 _NO_ITEMS: tuple[tuple[str, str], ...] = ()
 _CACHE_LIMIT = 8192
+#: Context-cache lookups per verdict on its hit rate (below 1 in 4, it rests
+#: for eight times as many contexts).
+_CACHE_PROBE = 1024
 _SIGNATURE_LIMIT = 20_000
 
 
@@ -91,7 +93,8 @@ class HeavyHitters:
     failed)`` counts its outcome afterwards.
     """
 
-    __slots__ = ("capacity", "depth", "failures", "scores", "sketch", "total", "width")
+    __slots__ = ("_cells_of", "capacity", "depth", "failures", "scores", "sketch", "total",
+                 "width")
 
     def __init__(self, capacity: int = MAX_STRINGS, width: int = 4096, depth: int = 5) -> None:
         self.capacity = capacity
@@ -102,6 +105,8 @@ class HeavyHitters:
         self.sketch: list[array[float]] | None = None
         self.failures = 0
         self.total = 0
+        #: recent values' sketch cells (values repeat; hashing five tuples does not pay)
+        self._cells_of: dict[str, list[int]] = {}
 
     @property
     def full(self) -> bool:
@@ -117,15 +122,25 @@ class HeavyHitters:
         return False
 
     def _cells(self, value: str) -> list[int]:
-        w = self.width
-        return [hash((i, value)) % w for i in range(self.depth)]
+        cells = self._cells_of.get(value)
+        if cells is None:
+            if len(self._cells_of) >= 4 * self.capacity:
+                self._cells_of.clear()
+            w = self.width
+            cells = self._cells_of[value] = [hash((i, value)) % w for i in range(self.depth)]
+        return cells
 
     def estimate(self, value: str) -> float:
         """The sketch's estimate of a value's excess failures (0 before the sketch)."""
         if self.sketch is None:
             return 0.0
-        return statistics.median(
-            row[c] for row, c in zip(self.sketch, self._cells(value), strict=True))
+        return self._median(self.sketch, self._cells(value))
+
+    @staticmethod
+    def _median(sketch: list[array[float]], cells: list[int]) -> float:
+        cur = sorted(row[c] for row, c in zip(sketch, cells, strict=True))
+        d = len(cur)
+        return cur[d // 2] if d % 2 else (cur[d // 2 - 1] + cur[d // 2]) / 2
 
     def observe(self, value: str, failed: bool) -> None:
         self.total += 1
@@ -134,19 +149,38 @@ class HeavyHitters:
         base = (self.failures + 1) / (self.total + 2)
         step = (1 - base) if failed else -base
         scores = self.scores
-        if self.sketch is None and len(scores) >= self.capacity:
-            self.sketch = [array("d", bytes(8 * self.width)) for _ in range(self.depth)]
-        if self.sketch is not None:
-            for row, c in zip(self.sketch, self._cells(value), strict=True):
-                row[c] += step
+        sketch = self.sketch
+        if sketch is None:
+            if len(scores) < self.capacity:
+                if value in scores:
+                    scores[value] += step
+                return
+            sketch = self.sketch = [array("d", bytes(8 * self.width)) for _ in range(self.depth)]
+        cells = self._cells(value)
+        for row, c in zip(sketch, cells, strict=True):
+            row[c] += step
         if value in scores:
             scores[value] += step
-        elif failed and self.sketch is not None:
-            est = self.estimate(value)
+        elif failed:
+            est = self._median(sketch, cells)
             low = min(scores, key=scores.__getitem__)
             if est > scores[low]:
                 del scores[low]
                 scores[value] = est
+
+
+class _Attr:
+    """What an encoder remembers of one (op_type, attribute)."""
+
+    __slots__ = ("hh", "pair", "texts")
+
+    def __init__(self) -> None:
+        #: the heavy-hitter summary of its strings (made at the first string)
+        self.hh: HeavyHitters | None = None
+        #: distinct rollup keys seen, for pairing (None: too many to pair)
+        self.pair: set[str] | None = set()
+        #: monitored string -> its JSON text
+        self.texts: dict[str, str] = {}
 
 
 class Encoder:
@@ -158,15 +192,29 @@ class Encoder:
     """
 
     def __init__(self) -> None:
-        self._strings: dict[tuple[str, str], HeavyHitters] = {}
-        #: (op_type, attribute) -> distinct keys seen (None: too many to pair)
-        self._pair_values: dict[tuple[str, str], set[str] | None] = {}
+        #: op_type -> attribute -> what is remembered of it
+        self._attrs: dict[str, dict[str, _Attr]] = {}
+        #: (type, value) -> rollup key of a number, bool or None (a pure function)
+        self._numbers: dict[tuple[type, Any], str | None] = {}
         self._signatures: dict[str, str] = {}
         self._contexts: dict[
             Any, tuple[str | None, bool, tuple[tuple[str, str], ...], bool]] = {}
+        #: lookups and hits of the context cache since the last probe; contexts
+        #: left to encode without it
+        self._lookups = self._hits = self._skip = 0
 
-    def bucket(self, op_type: str, attr: str, value: Any) -> str | None:
-        """The rollup key (JSON text) of one context value; None to leave it out."""
+    def _attr(self, op_type: str, attr: str) -> _Attr:
+        attrs = self._attrs.get(op_type)
+        if attrs is None:
+            attrs = self._attrs[op_type] = {}
+        a = attrs.get(attr)
+        if a is None:
+            a = attrs[attr] = _Attr()
+        return a
+
+    @staticmethod
+    def _number(value: Any) -> str | None:
+        """The rollup key of a value that is not a string (pure)."""
         if value is None:
             return "null"
         if value is True:
@@ -183,19 +231,35 @@ class Encoder:
             if value.is_integer() and -1000 <= value <= 1000:
                 return str(int(value))
             return repr(float(f"{value:.2g}"))
-        if isinstance(value, str):
-            if len(value) > _MAX_STRING_LEN:
-                return OTHER
-            hh = self._strings.get((op_type, attr))
-            if hh is None:
-                hh = self._strings[(op_type, attr)] = HeavyHitters()
-            was_full = hh.full
-            if not hh.kept(value):
-                return OTHER
-            if hh.full and not was_full:
-                self._contexts.clear()  # cached items of this attribute may change now
-            return _dumps(value)
         return None
+
+    def _string(self, a: _Attr, value: str) -> str:
+        """The rollup key of a string of one attribute: itself while monitored."""
+        if len(value) > _MAX_STRING_LEN:
+            return OTHER
+        hh = a.hh
+        if hh is None:
+            hh = a.hh = HeavyHitters()
+        scores = hh.scores
+        if value not in scores:
+            if len(scores) >= hh.capacity:
+                return OTHER
+            scores[value] = 0.0
+            if len(scores) >= hh.capacity:
+                self._contexts.clear()  # cached items of this attribute may change now
+        texts = a.texts
+        text = texts.get(value)
+        if text is None:
+            if len(texts) >= 4 * MAX_STRINGS:  # monitored values come and go
+                texts.clear()
+            text = texts[value] = _dumps(value)
+        return text
+
+    def bucket(self, op_type: str, attr: str, value: Any) -> str | None:
+        """The rollup key (JSON text) of one context value; None to leave it out."""
+        if isinstance(value, str):
+            return self._string(self._attr(op_type, attr), value)
+        return self._number(value)
 
     def observe(self, op_type: str, context: dict[str, Any] | None, outcome: str) -> None:
         """Count an operation's outcome in its strings' heavy-hitter summaries.
@@ -205,54 +269,88 @@ class Encoder:
         """
         if not context or outcome not in ("success", "failure"):
             return
+        attrs = self._attrs.get(op_type)
+        if attrs is None:
+            return
         failed = outcome == "failure"
         for k, v in context.items():
             if isinstance(v, str) and len(v) <= _MAX_STRING_LEN:
-                hh = self._strings.get((op_type, str(k)))
-                if hh is not None:
-                    hh.observe(v, failed)
+                a = attrs.get(k if type(k) is str else str(k))
+                if a is not None and a.hh is not None:
+                    a.hh.observe(v, failed)
 
     def _volatile(self, op_type: str, context: dict[str, Any]) -> bool:
         """Whether a context's items depend on a full summary (so are not cached)."""
+        attrs = self._attrs.get(op_type)
+        if attrs is None:
+            return False
         for k, v in context.items():
             if isinstance(v, str):
-                hh = self._strings.get((op_type, str(k)))
-                if hh is not None and hh.full:
+                a = attrs.get(k if type(k) is str else str(k))
+                if a is not None and a.hh is not None and a.hh.full:
                     return True
         return False
-
-    def _pairable(self, op_type: str, attr: str, key: str) -> bool:
-        if key == OTHER:
-            return False
-        seen = self._pair_values.get((op_type, attr), set())
-        if seen is None:
-            return False
-        if key not in seen:
-            if len(seen) >= PAIR_VALUES:
-                self._pair_values[(op_type, attr)] = None
-                self._contexts.clear()
-                return False
-            seen.add(key)
-            self._pair_values[(op_type, attr)] = seen
-        return True
 
     def context_items(
         self, op_type: str, context: dict[str, Any] | None
     ) -> tuple[tuple[str, str], ...]:
-        """(attribute, bucketed value) pairs of a context, values that can be kept."""
+        """(attribute, bucketed value) pairs of a context, values that can be kept.
+
+        One pass over the context: each attribute's state is found once, numbers
+        come from a cache of the pure bucketing, strings from their summary.
+        """
         if not context:
             return _NO_ITEMS
-        out = []
+        attrs = self._attrs.get(op_type)
+        if attrs is None:
+            attrs = self._attrs[op_type] = {}
+        numbers = self._numbers
+        out: list[tuple[str, str]] = []
+        candidates: list[tuple[str, str, _Attr]] = []
         for k, v in context.items():
-            b = self.bucket(op_type, str(k), v)
-            if b is not None:
-                out.append((str(k), b))
-        pairable = sorted(
-            (a, b) for a, b in out if PAIR_SEP not in a and self._pairable(op_type, a, b)
-        )[:PAIR_ATTRS]
-        for i, (a1, v1) in enumerate(pairable):
-            for a2, v2 in pairable[i + 1:]:
-                out.append((f"{a1}{PAIR_SEP}{a2}", f"[{v1},{v2}]"))
+            if type(k) is not str:
+                k = str(k)
+            a = attrs.get(k)
+            if a is None:
+                a = attrs[k] = _Attr()
+            if isinstance(v, str):
+                b: str | None = self._string(a, v)
+            else:
+                nk = (type(v), v)
+                try:
+                    b = numbers[nk]
+                except KeyError:
+                    b = self._number(v)
+                    if len(numbers) >= _CACHE_LIMIT:
+                        numbers.clear()
+                    numbers[nk] = b
+                except TypeError:  # unhashable: a list or dict, never kept
+                    b = None
+            if b is None:
+                continue
+            out.append((k, b))
+            if b != OTHER and a.pair is not None and PAIR_SEP not in k:
+                candidates.append((k, b, a))
+        if not candidates:
+            return tuple(out)
+        pairable: list[tuple[str, str]] = []
+        for k, b, a in candidates:
+            seen = a.pair
+            if seen is None:  # made unpairable earlier in this context
+                continue
+            if b not in seen:
+                if len(seen) >= PAIR_VALUES:
+                    a.pair = None
+                    self._contexts.clear()
+                    continue
+                seen.add(b)
+            pairable.append((k, b))
+        if len(pairable) > 1:
+            pairable.sort()
+            del pairable[PAIR_ATTRS:]
+            for i, (a1, v1) in enumerate(pairable):
+                for a2, v2 in pairable[i + 1:]:
+                    out.append((f"{a1}{PAIR_SEP}{a2}", f"[{v1},{v2}]"))
         return tuple(out)
 
     def encode_context(
@@ -275,17 +373,31 @@ class Encoder:
         if not context:
             return None, False, _NO_ITEMS
         cache = self._contexts
-        try:
-            # Contexts repeat ({"complexity": 7}); the types are part of the key
-            # because 1, 1.0 and True are equal and hash alike but encode apart.
-            key: Any = (op_type, tuple(context.items()), tuple(map(type, context.values())))
-            hit = cache.get(key)
-            if hit is not None:
-                if hit[3]:  # its strings' summary is full: which are kept may change
-                    return hit[0], hit[1], self.context_items(op_type, context)
-                return hit[0], hit[1], hit[2]
-        except TypeError:  # an unhashable value
-            key = None
+        key: Any = None
+        if self._lookups >= _CACHE_PROBE:  # a verdict on the last lookups
+            if self._hits * 4 < self._lookups:
+                self._skip = _CACHE_PROBE * 8
+                cache.clear()
+            self._lookups = self._hits = 0
+        if self._skip:
+            # Recent contexts did not repeat (a value unique per operation, as a
+            # duration or a token count): building their keys would cost more
+            # than the cache saves.
+            self._skip -= 1
+        else:
+            self._lookups += 1
+            try:
+                # Contexts repeat ({"complexity": 7}); the types are part of the key
+                # because 1, 1.0 and True are equal and hash alike but encode apart.
+                key = (op_type, tuple(context.items()), tuple(map(type, context.values())))
+                hit = cache.get(key)
+                if hit is not None:
+                    self._hits += 1
+                    if hit[3]:  # its strings' summary is full: which are kept may change
+                        return hit[0], hit[1], self.context_items(op_type, context)
+                    return hit[0], hit[1], hit[2]
+            except TypeError:  # an unhashable value
+                key = None
         items = self.context_items(op_type, context)
         try:
             text = _dumps(context)

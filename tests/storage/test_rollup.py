@@ -9,6 +9,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import learnkit
 from learnkit._model import HOUR
@@ -379,3 +381,105 @@ class TestWindowStats:
             assert got == expect
         conn.close()
 
+
+
+class _SpecEncoder:
+    """The rollup items of a stream of contexts, written from the documented rules
+    alone (one attribute at a time, no caches): what the encoder must give."""
+
+    def __init__(self) -> None:
+        self.hh: dict[tuple[str, str], HeavyHitters] = {}
+        self.pair_seen: dict[tuple[str, str], set[str] | None] = {}
+
+    def items(self, op_type: str, ctx: dict[str, object], outcome: str
+              ) -> tuple[tuple[str, str], ...]:
+        out: list[tuple[str, str]] = []
+        for k, v in ctx.items():
+            if isinstance(v, str):
+                if len(v) > 64:
+                    b: str | None = OTHER
+                else:
+                    hh = self.hh.setdefault((op_type, k), HeavyHitters())
+                    b = json.dumps(v, ensure_ascii=False) if hh.kept(v) else OTHER
+            else:
+                b = Encoder().bucket(op_type, k, v)  # numbers: a pure function
+            if b is not None:
+                out.append((k, b))
+        pairable = []
+        for k, b in out:
+            if b == OTHER or PAIR_SEP in k:
+                continue
+            seen = self.pair_seen.setdefault((op_type, k), set())
+            if seen is None:
+                continue
+            if b not in seen:
+                if len(seen) >= rollup.PAIR_VALUES:
+                    self.pair_seen[(op_type, k)] = None
+                    continue
+                seen.add(b)
+            pairable.append((k, b))
+        pairable = sorted(pairable)[:rollup.PAIR_ATTRS]
+        out += [(f"{a1}{PAIR_SEP}{a2}", f"[{v1},{v2}]")
+                for i, (a1, v1) in enumerate(pairable) for a2, v2 in pairable[i + 1:]]
+        if outcome in ("success", "failure"):  # counted after the items were decided
+            for k, v in ctx.items():
+                if isinstance(v, str) and len(v) <= 64 and (op_type, k) in self.hh:
+                    self.hh[(op_type, k)].observe(v, outcome == "failure")
+        return tuple(out)
+
+
+_values = st.one_of(
+    st.sampled_from(["go", "py", "rust", "x" * 65, "naïve"]),
+    st.integers(0, 90).map(lambda i: f"repo-{i}"),  # more than MAX_STRINGS values
+    st.integers(-2000, 2000), st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(), st.none(), st.just([1]),
+)
+_contexts = st.dictionaries(st.sampled_from(["complexity", "lang", "repo", "n", "ok"]),
+                            _values, max_size=5)
+
+
+class TestEncoderAgainstSpec:
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.tuples(st.sampled_from(["a", "b"]), _contexts,
+                              st.sampled_from(["success", "failure", "cancelled"])),
+                    min_size=1, max_size=400),
+           st.integers(1, 3))
+    def test_items_follow_the_rules(
+        self, stream: list[tuple[str, dict[str, object], str]], repeat: int
+    ) -> None:
+        """Caches (of whole contexts, numbers, strings' JSON and sketch cells) never
+        change an item: every context, each repeated so caches are hit, gets the
+        items the rules give one attribute at a time."""
+        spec, enc = _SpecEncoder(), Encoder()
+        for op_type, ctx, outcome in stream:
+            for _ in range(repeat):
+                want = spec.items(op_type, ctx, outcome)
+                assert enc.encode_context(op_type, dict(ctx), outcome)[2] == want
+
+    def test_the_context_cache_rests_when_contexts_do_not_repeat(self) -> None:
+        """Unique contexts switch the cache off for a while (no keys built, nothing
+        kept); repeating ones switch it back on. Items are the same either way."""
+        spec, enc = _SpecEncoder(), Encoder()
+        for i in range(rollup._CACHE_PROBE + 1):
+            ctx = {"tokens": 1000.5 + i, "lang": "go"}
+            assert enc.encode_context("t", ctx, "success")[2] == spec.items("t", ctx, "success")
+        assert enc._skip > 0 and not enc._contexts
+        for _ in range(enc._skip + 2 * rollup._CACHE_PROBE):
+            ctx = {"complexity": 7, "lang": "go"}
+            assert enc.encode_context("t", ctx, "success")[2] == spec.items("t", ctx, "success")
+        assert enc._skip == 0 and len(enc._contexts) == 1
+
+    def test_a_value_evicted_after_it_was_cached_is_other(self) -> None:
+        """Contexts cached while a summary had room are not reused once it is full:
+        a value that lost its slot is ``<other>`` the next time."""
+        spec, enc = _SpecEncoder(), Encoder()
+        # 25 failing values first (the 25th also ends pairing, which clears the
+        # cache), then successes: r25 is cached after that, has the lowest score,
+        # and is the one a failing newcomer replaces.
+        stream = [({"repo": f"w{i}"}, "failure") for i in range(25)]
+        stream += [({"repo": f"r{i}"}, "success") for i in range(25, MAX_STRINGS)]
+        stream += [({"repo": "new"}, "failure")] * 3
+        for ctx, outcome in stream:
+            assert enc.encode_context("t", ctx, outcome)[2] == spec.items("t", ctx, outcome)
+        assert "r25" not in spec.hh[("t", "repo")].scores
+        assert enc.encode_context("t", {"repo": "r25"})[2] == (("repo", OTHER),)
