@@ -334,6 +334,14 @@ class PgBatch:
     #: The previous batch's number: the parts of a split batch take numbers in
     #: ``(floor, seq]`` so that the batches after it are still recognised as new.
     floor: int = 0
+    #: The operation of each insert, then of each update (see ``Batch.sources``).
+    ops: list[Operation] = attrs.Factory(list)
+
+    @property
+    def sources(self) -> list[tuple[Operation, bool]]:
+        """``(operation, inserted)`` for each row, inserts first."""
+        n = len(self.inserts)
+        return [(op, i < n) for i, op in enumerate(self.ops)]
 
     @property
     def rows(self) -> int:
@@ -592,6 +600,8 @@ class PostgresStore:
 
         inserts: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
+        inserted: list[Operation] = []
+        updated: list[Operation] = []
         agg = self.encoder.aggregate()
         add = agg.add
         encode_context = self.encoder.encode_context
@@ -606,6 +616,7 @@ class PostgresStore:
                     (op.outcome, op.ended_at, op.duration, et, msg, ctx, op.admission, op.db_id,
                      _clean(op.op_type))
                 )
+                updated.append(op)
             else:
                 parent = op.parent
                 inserts.append(
@@ -613,6 +624,7 @@ class PostgresStore:
                      op.ended_at, op.duration, et, msg, ctx,
                      None if parent is None else id_of(parent), sid, op.admission)
                 )
+                inserted.append(op)
                 op.persisted = True
             ended = op.ended_at if op.ended_at is not None else op.started_at
             add(_clean(op.op_type) or "", op.outcome, ended, op.duration,
@@ -633,19 +645,21 @@ class PostgresStore:
                  None, None, None, ctx, None if parent is None else id_of(parent), sid,
                  op.admission)
             )
+            inserted.append(op)
             op.persisted = True
             i += 1
         floor = self._seq
         self._seq += _SEQ_STEP
-        return PgBatch(self._seq, inserts, updates, agg, coerced, floor)
+        return PgBatch(self._seq, inserts, updates, agg, coerced, floor, inserted + updated)
 
     def split(self, batch: Batch) -> list[Batch]:
         """A batch of several rows as two halves, in order (to isolate a row that
         cannot be written); a batch of one row (or split too often) as itself."""
         if not isinstance(batch, PgBatch):
             raise TypeError(f"not a batch this store prepared: {batch!r}")
-        entries: list[tuple[bool, tuple[Any, ...]]] = [
-            (True, r) for r in batch.inserts] + [(False, r) for r in batch.updates]
+        entries: list[tuple[bool, tuple[Any, ...], Operation]] = [
+            (ins, row, op) for row, (op, ins) in zip(
+                [*batch.inserts, *batch.updates], batch.sources, strict=True)]
         if len(entries) <= 1 or batch.seq - batch.floor < 2:
             return [batch]
         half = len(entries) // 2
@@ -654,18 +668,22 @@ class PostgresStore:
                 self._rebuild(entries[half:], mid, batch.seq)]
 
     def _rebuild(
-        self, entries: list[tuple[bool, tuple[Any, ...]]], floor: int, seq: int
+        self, entries: list[tuple[bool, tuple[Any, ...], Operation]], floor: int, seq: int
     ) -> PgBatch:
         agg = self.encoder.aggregate()
         inserts: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
+        inserted: list[Operation] = []
+        updated: list[Operation] = []
         items_of = self.encoder.context_items
-        for is_insert, row in entries:
+        for is_insert, row, op in entries:
             if is_insert:
                 inserts.append(row)
+                inserted.append(op)
                 _, t, _, o, started, ended, dur, et, msg, ctx, _, _, adm = row
             else:
                 updates.append(row)
+                updated.append(op)
                 o, ended, dur, et, msg, ctx, adm, _, t = row
                 started = ended
             if o == "running":
@@ -678,7 +696,7 @@ class PostgresStore:
                 items = tuple((_clean(a) or "", _clean(v) or "") for a, v in items)
             agg.add(t or "", o, ended if ended is not None else started, dur, items, et, msg,
                     adm is not None)
-        return PgBatch(seq, inserts, updates, agg, 0, floor)
+        return PgBatch(seq, inserts, updates, agg, 0, floor, inserted + updated)
 
     def commit(self, batch: Batch) -> asyncio.Future[int]:
         """Start committing a prepared batch now, in one transaction; a task resolving

@@ -125,6 +125,13 @@ class Batch(Protocol):
         """Rows this batch inserts or updates."""
         ...
 
+    @property
+    def sources(self) -> list[tuple[Operation, bool]]:
+        """The operations behind its rows, in order: ``(operation, inserted)``,
+        ``inserted`` False for an update of a row written before. A closing
+        writer that cannot commit the batch keeps them in the spill file."""
+        ...
+
 
 class Store(Protocol):
     """A learnkit database. SQLite is the embedded default."""

@@ -21,6 +21,11 @@ when the parent already had a database id when the record was spilled, or
 no id yet is stored without a parent. A record whose ``running`` row was
 already written cannot be completed from an orphan (the next open marks that
 row ``abandoned``): it is counted as dropped.
+
+At close, the batches the store would not take (a lock held too long, a server
+gone) are spilled too, before what is still queued: each record under the id
+its batch had reserved, so replaying it twice, or after a commit whose reply was
+lost, cannot store it twice (the second insert is refused by the primary key).
 """
 
 from __future__ import annotations
@@ -64,8 +69,11 @@ def _line(op: Operation) -> bytes:
     parent = op.parent
     if parent is not None and parent.db_id is not None:
         rec["parent_db_id"] = parent.db_id
-    if op.persisted and op.db_id is not None:
-        rec["db_id"] = op.db_id
+    if op.db_id is not None:
+        if op.persisted:
+            rec["db_id"] = op.db_id
+        else:  # its row was prepared in a batch that never committed: the id is its own
+            rec["reserved_id"] = op.db_id
     return (_dumps(rec) + "\n").encode("utf-8", "surrogatepass")
 
 
@@ -93,6 +101,10 @@ def _operation(rec: dict[str, Any], parent: Any) -> Operation:
     if db_id is not None:
         op.db_id = db_id
         op.persisted = True
+    elif type(reserved := rec.get("reserved_id")) is int:
+        # Inserted under the id its process reserved, so that a batch which did
+        # commit after all (a lost reply) refuses it instead of storing it twice.
+        op.db_id = reserved
     return op
 
 
@@ -143,9 +155,6 @@ class Spill:
             runs.append([1, op.parent])
         self.count += 1
         self.spilled += 1
-        if self.spilled == 1:
-            log.warning("learnkit: the write queue is full; records go to %s until the "
-                        "writer catches up", self.path)
         return True
 
     def _open(self) -> None:

@@ -348,6 +348,14 @@ class Prepared:
     updates: list[tuple[Any, ...]]
     agg: Aggregate
     coerced: int
+    #: The operation of each insert, then of each update (see ``Batch.sources``).
+    ops: list[Operation] = attrs.Factory(list)
+
+    @property
+    def sources(self) -> list[tuple[Operation, bool]]:
+        """``(operation, inserted)`` for each row, inserts first."""
+        n = len(self.inserts)
+        return [(op, i < n) for i, op in enumerate(self.ops)]
 
     @property
     def rows(self) -> int:
@@ -728,6 +736,8 @@ class SQLiteStore:
 
         inserts: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
+        inserted: list[Operation] = []
+        updated: list[Operation] = []
         agg = self.encoder.aggregate()
         add = agg.add
         encode_context = self.encoder.encode_context
@@ -741,6 +751,7 @@ class SQLiteStore:
                     (op.outcome, op.ended_at, op.duration, op.error_type,
                      op.error_message, ctx, op.admission, op.db_id, op.op_type)
                 )
+                updated.append(op)
             else:
                 parent = op.parent
                 inserts.append(
@@ -748,6 +759,7 @@ class SQLiteStore:
                      op.ended_at, op.duration, op.error_type, op.error_message, ctx,
                      None if parent is None else id_of(parent), sid, op.admission)
                 )
+                inserted.append(op)
                 op.persisted = True
             ended = op.ended_at if op.ended_at is not None else op.started_at
             add(op.op_type, op.outcome, ended, op.duration, items, op.error_type,
@@ -766,33 +778,39 @@ class SQLiteStore:
                  None, None, ctx, None if parent is None else id_of(parent), sid,
                  op.admission)
             )
+            inserted.append(op)
             op.persisted = True
             i += 1
-        return Prepared(inserts, updates, agg, coerced)
+        return Prepared(inserts, updates, agg, coerced, inserted + updated)
 
     def split(self, batch: Batch) -> list[Batch]:
         """A batch of several rows as two halves, in order (to isolate a row that
         cannot be written); a batch of one row as itself."""
         if not isinstance(batch, Prepared):
             raise TypeError(f"not a batch this store prepared: {batch!r}")
-        entries: list[tuple[bool, tuple[Any, ...]]] = [
-            (True, r) for r in batch.inserts] + [(False, r) for r in batch.updates]
+        entries: list[tuple[bool, tuple[Any, ...], Operation]] = [
+            (ins, row, op) for row, (op, ins) in zip(
+                [*batch.inserts, *batch.updates], batch.sources, strict=True)]
         if len(entries) <= 1:
             return [batch]
         half = len(entries) // 2
         return [self._rebuild(entries[:half]), self._rebuild(entries[half:])]
 
-    def _rebuild(self, entries: list[tuple[bool, tuple[Any, ...]]]) -> Prepared:
+    def _rebuild(self, entries: list[tuple[bool, tuple[Any, ...], Operation]]) -> Prepared:
         agg = self.encoder.aggregate()
         inserts: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
+        inserted: list[Operation] = []
+        updated: list[Operation] = []
         items_of = self.encoder.context_items
-        for is_insert, row in entries:
+        for is_insert, row, op in entries:
             if is_insert:
                 inserts.append(row)
+                inserted.append(op)
                 _, t, _, o, started, ended, dur, et, msg, ctx, _, _, adm = row
             else:
                 updates.append(row)
+                updated.append(op)
                 o, ended, dur, et, msg, ctx, adm, _, t = row
                 started = ended
             if o == "running":
@@ -803,7 +821,7 @@ class SQLiteStore:
                 items = ()
             agg.add(t, o, ended if ended is not None else started, dur, items, et, msg,
                     adm is not None)
-        return Prepared(inserts, updates, agg, 0)
+        return Prepared(inserts, updates, agg, 0, inserted + updated)
 
     def _insert_sql(self, rows: int) -> str:
         sql = self._insert_cache.get(rows)

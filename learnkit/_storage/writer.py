@@ -188,6 +188,9 @@ class Writer:
         """Past the memory bound: to the spill file (scrubbed first), else dropped."""
         if self._keep_on_disk(op):
             self.enqueued += 1
+            if self.spill is not None and self.spill.spilled == 1:
+                log.warning("learnkit: the write queue is full; records go to %s until the "
+                            "writer catches up", self.spill.path)
             return True
         self._drop(1)
         return False
@@ -570,14 +573,13 @@ class Writer:
             self._task = None
         self.closed = True
         if not ok:
-            kept = 0
-            spill = self.spill
-            if spill is not None and self.broken is None:
-                # The store cannot take them now: the next open replays the file.
-                while self.queue and self._keep_on_disk(self.queue[0]):
-                    self.queue.popleft()
-                    kept += 1
-            lost = self.pending
+            # The store cannot take them now: the next open replays the spill file.
+            keep = self.spill is not None and self.broken is None
+            kept, lost = self._spill_retries(keep)
+            while keep and self.queue and self._keep_on_disk(self.queue[0]):
+                self.queue.popleft()
+                kept += 1
+            lost += len(self.queue)
             self.dropped += lost
             if lost or kept:
                 log.error(
@@ -595,6 +597,34 @@ class Writer:
                             "writes them", left, path)
         if self.dropped:
             self._log_drops("in all")
+
+    def _spill_retries(self, keep: bool) -> tuple[int, int]:
+        """At close: the records of the batches the store did not take, to the spill
+        file (with ``keep``), oldest first; returns (records kept there, records lost).
+
+        Their rows never landed, so every operation with an insert in one of
+        these batches (running parents included) is marked not stored, keeping
+        the id it was given: a record is spilled with that id, and a completion
+        still queued finds its operation not stored and is spilled whole. An
+        update of a row stored before stays an update (see
+        :mod:`~learnkit._storage.spill`).
+        """
+        sources = [s for batch in self._retry for s in batch.sources]
+        for op, inserted in sources:
+            if inserted:
+                op.persisted = False
+        kept = lost = 0
+        done: set[int] = set()
+        for op, _ in sources:
+            if op.outcome == "running" or id(op) in done:
+                continue
+            done.add(id(op))
+            if keep and self._keep_on_disk(op):
+                kept += 1
+            else:
+                lost += 1
+        self._retry.clear()
+        return kept, lost
 
     async def replay_orphans(self) -> int:
         """Write the spill files that processes gone before left for this store

@@ -512,6 +512,38 @@ class TestPoisonRecords:
         assert kit.stats.queued == 0
 
 
+class TestBatchSources:
+    async def test_split_keeps_each_row_with_its_operation(self, kit: learnkit.Kit) -> None:
+        """A batch knows the operation behind every row (what a closing writer spills),
+        and splitting it to single rows keeps each row with its own."""
+        from learnkit._model import Operation
+
+        store = kit._store
+        parent = Operation("parent", "p", None, 2000.0, 0.0, None)
+        done = []
+        for i in range(5):
+            op = Operation("child", f"c{i}", {"i": i}, 2000.0 + i, 0.0, parent)
+            op.outcome, op.ended_at, op.duration = "success", 2000.5 + i, 0.5
+            done.append(op)
+        stored = Operation("late", "l", None, 1990.0, 0.0, None)
+        stored.persisted, stored.db_id = True, 10**9  # its running row was written before
+        stored.outcome, stored.ended_at, stored.duration = "failure", 2001.0, 11.0
+        await store.reserve_ids(20)
+        batch = store.prepare([*done, stored], [])
+        assert batch.sources == [*[(op, True) for op in done], (parent, True),
+                                 (stored, False)]
+        parts, singles = [batch], []
+        while parts:
+            part = parts.pop(0)
+            halves = store.split(part)
+            if len(halves) == 1:
+                singles.append(part)
+            else:
+                parts[:0] = halves
+        assert [s for p in singles for s in p.sources] == batch.sources
+        assert all(p.rows == len(p.sources) == 1 for p in singles)
+
+
 def _writer_threads() -> list[str]:
     import threading
 
