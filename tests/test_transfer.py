@@ -126,6 +126,30 @@ class TestRoundTrip:
                                "ended_at", "duration", "key", "error_type", "error_message",
                                "explore_probability", "context.complexity"]
 
+    def test_import_counts_outcomes_in_the_summary_of_strings(self, tmp_path: Path) -> None:
+        """A value that fails far more than the rest, first seen after the summary of
+        strings is full, keeps its own rollup value after an import as it would when
+        tracked: imported outcomes are counted too (issue 10: one bad value among
+        many)."""
+        dump = tmp_path / "ops.jsonl"
+        with dump.open("w") as f:
+            for i in range(3_000):
+                repo = "repo-bad" if i >= 1_000 and i % 10 == 0 else f"repo-{i % 200}"
+                failed = (i // 10) % 5 != 0 if repo == "repo-bad" else i % 10 == 3
+                f.write(json.dumps({
+                    "op_type": "fix", "outcome": "failure" if failed else "success",
+                    "started_at": T0 + i, "context": {"repo": repo}}) + "\n")
+        target = project(tmp_path, "dst")
+        assert run("--config", str(target), "import", str(dump))[0] == 0
+        conn = sqlite3.connect(target.parent / "learnkit.db")
+        try:
+            bad = conn.execute(
+                "SELECT coalesce(sum(n), 0) FROM context_rollup WHERE attr = 'repo'"
+                " AND value = '\"repo-bad\"' AND outcome = 'failure'").fetchone()[0]
+        finally:
+            conn.close()
+        assert bad >= 150  # of its 160 failures, all but the first few
+
     def test_import_twice_adds_nothing_and_says_so(self, source: Path, tmp_path: Path) -> None:
         dump = tmp_path / "ops.jsonl"
         run("--config", str(source), "export", "--output", str(dump))

@@ -897,7 +897,7 @@ class PostgresStore:
                     mapping.append((r.id, new))
             top = max(top, new)
             op_type = _scrub(r.op_type) or ""
-            ctx, bad, items = encode(op_type, r.context)
+            ctx, bad, items = encode(op_type, r.context, r.outcome)
             self.context_coerced += bad
             rows.append((new, op_type, _scrub(r.key), r.outcome, r.started_at, r.ended_at,
                          r.duration, _scrub(r.error_type), _scrub(r.error_message), _scrub(ctx),

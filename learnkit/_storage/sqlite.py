@@ -1041,7 +1041,7 @@ class SQLiteStore:
                 if r.id is not None:
                     mapping.append((r.id, new))
             top = max(top, new)
-            ctx, bad, items = encode(r.op_type, r.context)
+            ctx, bad, items = encode(r.op_type, r.context, r.outcome)
             self.context_coerced += bad
             inserts.extend((new, r.op_type, r.key, r.outcome, r.started_at, r.ended_at,
                             r.duration, r.error_type, r.error_message, ctx, r.parent_id,
