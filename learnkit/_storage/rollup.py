@@ -194,11 +194,11 @@ class Encoder:
     def __init__(self) -> None:
         #: op_type -> attribute -> what is remembered of it
         self._attrs: dict[str, dict[str, _Attr]] = {}
-        #: (type, value) -> rollup key of a number, bool or None (a pure function)
+        #: (type, value) -> rollup key of an int or a float (a pure function)
         self._numbers: dict[tuple[type, Any], str | None] = {}
         self._signatures: dict[str, str] = {}
-        self._contexts: dict[
-            Any, tuple[str | None, bool, tuple[tuple[str, str], ...], bool]] = {}
+        #: (op_type, context's JSON text) -> (its items, whether they may change)
+        self._contexts: dict[tuple[str, str], tuple[tuple[tuple[str, str], ...], bool]] = {}
         #: lookups and hits of the context cache since the last probe; contexts
         #: left to encode without it
         self._lookups = self._hits = self._skip = 0
@@ -313,19 +313,19 @@ class Encoder:
             a = attrs.get(k)
             if a is None:
                 a = attrs[k] = _Attr()
-            if isinstance(v, str):
-                b: str | None = self._string(a, v)
-            else:
-                nk = (type(v), v)
-                try:
-                    b = numbers[nk]
-                except KeyError:
+            t = type(v)
+            if t is int or t is float:
+                nk = (t, v)
+                b = numbers.get(nk)
+                if b is None:
                     b = self._number(v)
                     if len(numbers) >= _CACHE_LIMIT:
                         numbers.clear()
                     numbers[nk] = b
-                except TypeError:  # unhashable: a list or dict, never kept
-                    b = None
+            elif isinstance(v, str):
+                b = self._string(a, v)
+            else:
+                b = self._number(v)
             if b is None:
                 continue
             out.append((k, b))
@@ -372,8 +372,13 @@ class Encoder:
     ) -> tuple[str | None, bool, tuple[tuple[str, str], ...]]:
         if not context:
             return None, False, _NO_ITEMS
+        try:
+            text = _dumps(context)
+        except (TypeError, ValueError):
+            items = self.context_items(op_type, context)
+            clean = {str(k): _sanitize(v) for k, v in context.items()}
+            return _dumps(clean), True, items
         cache = self._contexts
-        key: Any = None
         if self._lookups >= _CACHE_PROBE:  # a verdict on the last lookups
             if self._hits * 4 < self._lookups:
                 self._skip = _CACHE_PROBE * 8
@@ -381,33 +386,26 @@ class Encoder:
             self._lookups = self._hits = 0
         if self._skip:
             # Recent contexts did not repeat (a value unique per operation, as a
-            # duration or a token count): building their keys would cost more
-            # than the cache saves.
+            # duration or a token count): keeping them would cost more than it saves.
             self._skip -= 1
-        else:
-            self._lookups += 1
-            try:
-                # Contexts repeat ({"complexity": 7}); the types are part of the key
-                # because 1, 1.0 and True are equal and hash alike but encode apart.
-                key = (op_type, tuple(context.items()), tuple(map(type, context.values())))
-                hit = cache.get(key)
-                if hit is not None:
-                    self._hits += 1
-                    if hit[3]:  # its strings' summary is full: which are kept may change
-                        return hit[0], hit[1], self.context_items(op_type, context)
-                    return hit[0], hit[1], hit[2]
-            except TypeError:  # an unhashable value
-                key = None
+            return text, False, self.context_items(op_type, context)
+        # Contexts repeat ({"complexity": 7}). Their JSON text tells apart what
+        # equality does not (1, 1.0 and True; 0.0 and -0.0), but not keys of other
+        # types than str ({1: 5} and {"1": 5}): those are never cached.
+        if not all(type(k) is str for k in context):
+            return text, False, self.context_items(op_type, context)
+        self._lookups += 1
+        key = (op_type, text)
+        hit = cache.get(key)
+        if hit is not None:
+            self._hits += 1
+            if hit[1]:  # its strings' summary is full: which are kept may change
+                return text, False, self.context_items(op_type, context)
+            return text, False, hit[0]
         items = self.context_items(op_type, context)
-        try:
-            text = _dumps(context)
-        except (TypeError, ValueError):
-            clean = {str(k): _sanitize(v) for k, v in context.items()}
-            return _dumps(clean), True, items
-        if key is not None:
-            if len(cache) >= _CACHE_LIMIT:
-                cache.clear()
-            cache[key] = (text, False, items, self._volatile(op_type, context))
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[key] = (items, self._volatile(op_type, context))
         return text, False, items
 
     def error_signature(self, message: str | None) -> str:

@@ -6,7 +6,9 @@ import json
 import math
 import random
 import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -391,10 +393,11 @@ class _SpecEncoder:
         self.hh: dict[tuple[str, str], HeavyHitters] = {}
         self.pair_seen: dict[tuple[str, str], set[str] | None] = {}
 
-    def items(self, op_type: str, ctx: dict[str, object], outcome: str
+    def items(self, op_type: str, ctx: Mapping[Any, object], outcome: str
               ) -> tuple[tuple[str, str], ...]:
         out: list[tuple[str, str]] = []
-        for k, v in ctx.items():
+        for key, v in ctx.items():
+            k = str(key)
             if isinstance(v, str):
                 if len(v) > 64:
                     b: str | None = OTHER
@@ -422,20 +425,33 @@ class _SpecEncoder:
         out += [(f"{a1}{PAIR_SEP}{a2}", f"[{v1},{v2}]")
                 for i, (a1, v1) in enumerate(pairable) for a2, v2 in pairable[i + 1:]]
         if outcome in ("success", "failure"):  # counted after the items were decided
-            for k, v in ctx.items():
+            for key, v in ctx.items():
+                k = str(key)
                 if isinstance(v, str) and len(v) <= 64 and (op_type, k) in self.hh:
                     self.hh[(op_type, k)].observe(v, outcome == "failure")
         return tuple(out)
 
+    @staticmethod
+    def text(ctx: Mapping[Any, object]) -> str | None:
+        """The row's JSON text, where JSON can hold the context as it is (no text
+        for an empty one)."""
+        if not ctx:
+            return None
+        try:
+            return json.dumps(ctx, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError):
+            return None
+
 
 _values = st.one_of(
-    st.sampled_from(["go", "py", "rust", "x" * 65, "naïve"]),
+    st.sampled_from(["go", "py", "rust", "x" * 65, "naïve", 0.0, -0.0, 1, 1.0, True]),
     st.integers(0, 90).map(lambda i: f"repo-{i}"),  # more than MAX_STRINGS values
     st.integers(-2000, 2000), st.floats(allow_nan=True, allow_infinity=True),
     st.booleans(), st.none(), st.just([1]),
 )
-_contexts = st.dictionaries(st.sampled_from(["complexity", "lang", "repo", "n", "ok"]),
-                            _values, max_size=5)
+_contexts = st.dictionaries(
+    st.sampled_from(["complexity", "lang", "repo", "n", "ok", "1", "True", 1, True]),
+    _values, max_size=5)
 
 
 class TestEncoderAgainstSpec:
@@ -454,7 +470,9 @@ class TestEncoderAgainstSpec:
         for op_type, ctx, outcome in stream:
             for _ in range(repeat):
                 want = spec.items(op_type, ctx, outcome)
-                assert enc.encode_context(op_type, dict(ctx), outcome)[2] == want
+                text, _, items = enc.encode_context(op_type, dict(ctx), outcome)
+                assert items == want
+                assert text == (spec.text(ctx) or text)
 
     def test_the_context_cache_rests_when_contexts_do_not_repeat(self) -> None:
         """Unique contexts switch the cache off for a while (no keys built, nothing
@@ -468,6 +486,20 @@ class TestEncoderAgainstSpec:
             ctx = {"complexity": 7, "lang": "go"}
             assert enc.encode_context("t", ctx, "success")[2] == spec.items("t", ctx, "success")
         assert enc._skip == 0 and len(enc._contexts) == 1
+
+    @pytest.mark.parametrize("unique_first", [0, rollup._CACHE_PROBE + 1])
+    def test_keys_and_values_that_compare_equal_are_told_apart(self, unique_first: int) -> None:
+        """{1: 5} and {True: 5}, 0.0 and -0.0: equal to Python, not to the rows or
+        rollups; with the context cache in use and resting."""
+        spec, enc = _SpecEncoder(), Encoder()
+        for i in range(unique_first):
+            enc.encode_context("t", {"tokens": 1000.5 + i}, "success")
+            spec.items("t", {"tokens": 1000.5 + i}, "success")
+        for ctx in ({1: 5}, {True: 5}, {"1": 5}, {1.0: 5}, {"x": 0.0}, {"x": -0.0},
+                    {1: 5}, {True: 5}, {"x": 0.0}, {"x": -0.0}):
+            text, _, items = enc.encode_context("t", dict(ctx), "success")  # type: ignore[arg-type]
+            assert items == spec.items("t", ctx, "success")
+            assert text == spec.text(ctx)
 
     def test_a_value_evicted_after_it_was_cached_is_other(self) -> None:
         """Contexts cached while a summary had room are not reused once it is full:
