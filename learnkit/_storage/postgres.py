@@ -750,6 +750,13 @@ class PostgresStore:
         """True when any operation is stored."""
         return bool(await self.fetchall("SELECT 1 FROM operations LIMIT 1"))
 
+    async def stored_ids(self, ids: Sequence[int]) -> set[int]:
+        """Those of ``ids`` that an operation row holds."""
+        if not ids:
+            return set()
+        return {r[0] for r in await self.fetchall(
+            "SELECT id FROM operations WHERE id = ANY($1::bigint[])", [list(ids)])}
+
     async def op_types(self) -> list[str]:
         """Every operation type ever recorded (from the rollup, not the rows)."""
         return [r[0] for r in await self.fetchall(

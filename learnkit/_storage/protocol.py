@@ -194,6 +194,10 @@ class Store(Protocol):
         """True when any operation is stored."""
         ...
 
+    async def stored_ids(self, ids: Sequence[int]) -> set[int]:
+        """Those of ``ids`` that an operation row holds."""
+        ...
+
     async def op_types(self) -> list[str]:
         """Every operation type ever recorded."""
         ...

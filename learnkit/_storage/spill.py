@@ -67,7 +67,11 @@ def _done_path(path: Path) -> Path:
 def _line(op: Operation) -> bytes:
     rec: dict[str, Any] = {name: getattr(op, name) for name in _FIELDS}
     parent = op.parent
-    if parent is not None and parent.db_id is not None:
+    # A parent's id is worth keeping once its row exists, or once it ended (then it
+    # is stored or spilled too); not for a parent still running whose running row
+    # never landed (a batch refused at close): that id will never hold a row.
+    if parent is not None and parent.db_id is not None and (
+            parent.persisted or parent.outcome != "running"):
         rec["parent_db_id"] = parent.db_id
     if op.db_id is not None:
         if op.persisted:

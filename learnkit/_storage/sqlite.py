@@ -873,6 +873,16 @@ class SQLiteStore:
         """True when any operation is stored."""
         return bool(await self.fetchall("SELECT 1 FROM operations LIMIT 1"))
 
+    async def stored_ids(self, ids: Sequence[int]) -> set[int]:
+        """Those of ``ids`` that an operation row holds."""
+        out: set[int] = set()
+        for k in range(0, len(ids), 500):
+            chunk = list(ids[k:k + 500])
+            marks = ",".join("?" * len(chunk))
+            out.update(r[0] for r in await self.fetchall(
+                f"SELECT id FROM operations WHERE id IN ({marks})", chunk))
+        return out
+
     async def export_rows(
         self, *, since: float | None = None, chunk: int = 10_000
     ) -> AsyncIterator[list[ExportRow]]:

@@ -17,6 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import attrs
 
@@ -575,10 +576,15 @@ class Writer:
         if not ok:
             # The store cannot take them now: the next open replays the spill file.
             keep = self.spill is not None and self.broken is None
-            kept, lost = self._spill_retries(keep)
-            while keep and self.queue and self._keep_on_disk(self.queue[0]):
-                self.queue.popleft()
-                kept += 1
+            kept, lost, spilled = self._spill_retries(keep)
+            while keep and self.queue:
+                if id(self.queue[0]) in spilled:  # its running row's batch took it
+                    self.queue.popleft()
+                elif self._keep_on_disk(self.queue[0]):
+                    self.queue.popleft()
+                    kept += 1
+                else:
+                    break
             lost += len(self.queue)
             self.dropped += lost
             if lost or kept:
@@ -598,16 +604,18 @@ class Writer:
         if self.dropped:
             self._log_drops("in all")
 
-    def _spill_retries(self, keep: bool) -> tuple[int, int]:
+    def _spill_retries(self, keep: bool) -> tuple[int, int, set[int]]:
         """At close: the records of the batches the store did not take, to the spill
-        file (with ``keep``), oldest first; returns (records kept there, records lost).
+        file (with ``keep``), oldest first. Returns the records kept there, the
+        records lost, and the ``id()`` of every operation spilled.
 
         Their rows never landed, so every operation with an insert in one of
         these batches (running parents included) is marked not stored, keeping
-        the id it was given: a record is spilled with that id, and a completion
-        still queued finds its operation not stored and is spilled whole. An
-        update of a row stored before stays an update (see
-        :mod:`~learnkit._storage.spill`).
+        the id it was given: a record is spilled with that id, and so is a
+        parent that ended since (once, though its completion is also queued).
+        A completion whose running row was stored before cannot be replayed
+        from the file (the next open marks that row abandoned): it is lost,
+        counted.
         """
         sources = [s for batch in self._retry for s in batch.sources]
         for op, inserted in sources:
@@ -619,12 +627,12 @@ class Writer:
             if op.outcome == "running" or id(op) in done:
                 continue
             done.add(id(op))
-            if keep and self._keep_on_disk(op):
+            if keep and not op.persisted and self._keep_on_disk(op):
                 kept += 1
             else:
                 lost += 1
         self._retry.clear()
-        return kept, lost
+        return kept, lost, done
 
     async def replay_orphans(self) -> int:
         """Write the spill files that processes gone before left for this store
@@ -646,6 +654,7 @@ class Writer:
                 skipped = 0
                 for ops, bad, offset in read_orphan(path, self.batch_size):
                     skipped += bad
+                    ops = await self._not_stored(ops, path)
                     for op in ops:
                         self.submit(op, will_wait=True)
                         if self.full:
@@ -664,6 +673,19 @@ class Writer:
         if done:
             log.warning("learnkit: wrote %d record(s) spilled by an earlier process", done)
         return done
+
+    async def _not_stored(self, ops: list[Operation], path: Path) -> list[Operation]:
+        """Leave out spilled records whose reserved id already holds a row: their
+        batch did commit after its process gave up on it (a lost reply)."""
+        reserved = [op.db_id for op in ops if op.db_id is not None and not op.persisted]
+        if not reserved:
+            return ops
+        stored = await self.store.stored_ids(reserved)
+        if not stored:
+            return ops
+        log.warning("learnkit: %d record(s) in %s were already stored (their batch "
+                    "committed after all); not written again", len(stored), path)
+        return [op for op in ops if op.persisted or op.db_id not in stored]
 
     def after_fork(self) -> None:
         """In a child process: this writer's task and thread stayed in the parent.

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -175,12 +176,85 @@ class TestAcrossProcesses:
             assert kit.stats.dropped == 0
         blocker.execute("ROLLBACK")
         blocker.close()
-        async with learnkit.open(cfg):
-            pass
+        (path,) = spill_files(tmp_path)
+        done = int(path.with_name(path.name + ".done").read_text() or 0)
+        lines = [json.loads(x) for x in path.read_bytes()[done:].splitlines()]
+        assert [x["op_type"] for x in lines].count("parent") == 1  # though also queued
+        async with learnkit.open(cfg) as again:
+            assert again.stats.rejected == 0
         (parent,) = rows(db, "op_type = 'parent'")
         assert parent["outcome"] == "success"
         assert count(db, f"op_type = 'child' AND parent_id = {parent['id']}") == 300
         assert count(db) == 302
+
+    async def test_children_of_a_parent_still_running_at_close_point_nowhere_missing(
+        self, tmp_path: Path
+    ) -> None:
+        """Closing inside the parent: its running row never landed and it has not
+        ended, so its children are kept without a link rather than with a dangling one."""
+        cfg = write_config(tmp_path, max_queue=1_000, busy_timeout=0.05)
+        db = tmp_path / "learnkit.db"
+
+        @tracked("child")
+        def child() -> None:
+            pass
+
+        async with learnkit.open(cfg) as kit:
+            kit.record("first", outcome="success", started_at=1000.0)
+            await kit.flush()
+            blocker = sqlite3.connect(db, isolation_level=None)
+            blocker.execute("BEGIN EXCLUSIVE")
+            async with learnkit.track("parent"):
+                for _ in range(3):
+                    child()
+                for _ in range(500):
+                    if kit.stats.write_errors:
+                        break
+                    await asyncio.sleep(0.01)
+                await kit.aclose(timeout=0.3)
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        async with learnkit.open(cfg):
+            pass
+        assert count(db, "op_type = 'child'") == 3
+        assert count(db, "parent_id IS NOT NULL AND parent_id NOT IN"
+                         " (SELECT id FROM operations)") == 0
+
+    async def test_a_completion_whose_running_row_was_stored_is_counted_lost(
+        self, tmp_path: Path
+    ) -> None:
+        """Its running row is marked abandoned by the next open; the file cannot
+        complete it, so the close says so instead of counting it kept."""
+        cfg = write_config(tmp_path, max_queue=1_000, busy_timeout=0.05)
+        db = tmp_path / "learnkit.db"
+        gate = asyncio.Event()
+
+        @tracked("long")
+        async def long() -> None:
+            await gate.wait()
+
+        async with learnkit.open(cfg) as kit:
+            kit.record("first", outcome="success", started_at=1000.0)
+            task = asyncio.create_task(long())
+            await asyncio.sleep(0.01)
+            await kit.flush()  # 'long' is stored as running
+            assert count(db, "outcome = 'running'") == 1
+            blocker = sqlite3.connect(db, isolation_level=None)
+            blocker.execute("BEGIN EXCLUSIVE")
+            gate.set()
+            await task
+            for _ in range(500):
+                if kit.stats.write_errors:
+                    break
+                await asyncio.sleep(0.01)
+            await kit.aclose(timeout=0.3)
+            assert kit.stats.dropped == 1
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        async with learnkit.open(cfg):
+            pass
+        # (another process opening later marks it abandoned; this one is still alive)
+        assert [r["outcome"] for r in rows(db, "op_type = 'long'")] == ["running"]
 
     async def test_a_spilled_record_whose_batch_did_commit_is_not_stored_twice(
         self, tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -203,10 +277,13 @@ class TestAcrossProcesses:
             op.db_id = r["id"]
             assert spill.add(op)
         assert spill.close() == 20
-        async with learnkit.open(cfg):
-            pass  # replays the orphan
+        caplog.clear()
+        async with learnkit.open(cfg) as again:  # replays the orphan
+            assert (again.stats.rejected, again.stats.write_errors) == (0, 0)
         assert rows(db, "op_type = 'landed'") == stored
         assert leftovers(tmp_path) == []
+        assert "20 record(s)" in caplog.text and "already stored" in caplog.text
+        assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
     def test_a_killed_process_leaves_an_orphan_that_the_next_open_writes(
         self, tmp_path: Path

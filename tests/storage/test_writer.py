@@ -544,6 +544,17 @@ class TestBatchSources:
         assert all(p.rows == len(p.sources) == 1 for p in singles)
 
 
+    async def test_stored_ids(self, kit: learnkit.Kit) -> None:
+        """What a replay asks before writing records spilled under reserved ids."""
+        for i in range(3):
+            kit.record("x", outcome="success", started_at=2000.0 + i)
+        assert await kit.flush()
+        ids = [r["id"] for r in rows(kit.database.path, "op_type = 'x'")]
+        missing = max(ids) + 10**6
+        assert await kit._store.stored_ids([*ids, missing]) == set(ids)
+        assert await kit._store.stored_ids([]) == set()
+
+
 def _writer_threads() -> list[str]:
     import threading
 
