@@ -130,15 +130,54 @@ WINDOW_HELP = "window in days (default: learning.window_days in learnkit.toml, 7
 _seconds = _positive("seconds")
 
 
-def _write_output(path: Path | None, text: str, out: IO[str]) -> None:
+def _learnkit_files(args: argparse.Namespace) -> list[Path]:
+    """The files learnkit keeps for this config: the config, the database and its
+    companions (never an --output)."""
+    config = Path(args.config)
+    files = [config]
+    try:
+        db = learnkit.load_config(config).database_path
+    except Exception:  # no config yet, or one that does not load: only itself
+        return files
+    files.append(db)
+    files += [db.with_name(db.name + s) for s in ("-wal", "-shm", "-journal")]
+    return files
+
+
+def _check_output(path: Path, args: argparse.Namespace) -> None:
+    """Refuse to write over learnkit's own files, or over any existing file
+    without ``--force``."""
+    target = path.resolve()
+    config, *store = _learnkit_files(args)
+    for own in (config, *store):
+        mine = own.resolve()
+        if target == mine or (target.parent == mine.parent
+                              and target.name.startswith(mine.name + ".spill-")):
+            what = "config" if own is config else "database"
+            raise CliError(f"{path} is learnkit's own {what} file; choose another --output", 2)
+    if (path.exists() or path.is_symlink()) and not getattr(args, "force", False):
+        raise CliError(f"{path} already exists; pass --force to replace it", 2)
+
+
+def _write_output(path: Path | None, text: str, out: IO[str],
+                  args: argparse.Namespace | None = None) -> None:
     if path is None:
         out.write(text)
         return
+    if args is not None:
+        _check_output(path, args)
+    # A new file renamed into place: a link at ``path`` is replaced, not written
+    # through, and a reader never sees half a report.
+    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        path.write_text(text, encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
     except OSError as exc:
         raise CliError(f"cannot write {path}: {exc.strerror}; choose a writable path "
                        "with --output") from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
     print(f"wrote {path}", file=out)
 
 
@@ -237,8 +276,10 @@ async def cmd_report(args: argparse.Namespace, out: IO[str]) -> int:
                           else "md")
     async with _kit(args) as kit:
         snap = await collect(kit, kit.insights.window(args.days), detailed=args.detailed)
+    if args.output is not None:
+        _check_output(args.output, args)  # before the work, not after
     render = report_html if fmt == "html" else report_markdown
-    _write_output(args.output, render(snap, detailed=args.detailed), out)
+    _write_output(args.output, render(snap, detailed=args.detailed), out, args)
     return 0
 
 
@@ -470,6 +511,8 @@ async def cmd_export(args: argparse.Namespace, out: IO[str]) -> int:
     fmt = args.format or (format_of(args.output, None) if args.output else "jsonl")
     if fmt == "parquet" and args.output is None:
         raise CliError("Parquet is binary: pass --output FILE.parquet", 2)
+    if args.output is not None:
+        _check_output(args.output, args)
     async with _kit(args) as kit:
         store = kit.database.store
         since = kit.now() - args.days * DAY if args.days else None
@@ -666,6 +709,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--detailed", action="store_true",
                    help="add per-type and per-cluster sections with example messages")
     s.add_argument("--output", type=Path, metavar="FILE", help="write here (default: stdout)")
+    s.add_argument("--force", action="store_true", help="replace an existing --output file")
     s.add_argument("--format", choices=("md", "html"),
                    help="md or html (default: from --output's suffix, else md)")
     s.set_defaults(run=cmd_report)
@@ -694,6 +738,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=("jsonl", "csv", "parquet"),
                    help="default: from --output's suffix, else JSON Lines")
     s.add_argument("--output", type=Path, metavar="FILE", help="write here (default: stdout)")
+    s.add_argument("--force", action="store_true", help="replace an existing --output file")
     s.set_defaults(run=cmd_export)
 
     s = sub.add_parser("alerts", parents=[common], help="alerts: `alerts test` sends a sample")

@@ -153,6 +153,44 @@ class TestReport:
         assert "<script" not in page
 
 
+class TestOutputFiles:
+    @pytest.mark.parametrize("command", ["report", "export"])
+    def test_an_existing_file_is_kept_unless_forced(
+        self, demo: Path, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        mine = tmp_path / "mine.txt"
+        mine.write_text("my notes\n")
+        code, _ = run("--config", str(demo), command, "--output", str(mine))
+        assert code == 2
+        assert "already exists; pass --force" in one_error_line(capsys)
+        assert mine.read_text() == "my notes\n"
+        code, _ = run("--config", str(demo), command, "--output", str(mine), "--force")
+        assert code == 0 and mine.read_text() != "my notes\n"
+
+    @pytest.mark.parametrize("command", ["report", "export"])
+    @pytest.mark.parametrize("own", ["learnkit.db", "learnkit.toml", "learnkit.db-wal"])
+    def test_learnkits_own_files_are_never_an_output(
+        self, demo: Path, command: str, own: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Not even with --force: the history and the config stay byte for byte."""
+        db, cfg = demo.parent / "learnkit.db", demo
+        before = db.read_bytes(), cfg.read_bytes()
+        code, _ = run("--config", str(demo), command, "--output", str(demo.parent / own),
+                      "--force")
+        assert code == 2
+        assert "learnkit's own" in one_error_line(capsys)
+        assert (db.read_bytes(), cfg.read_bytes()) == before
+
+    def test_a_link_is_replaced_not_written_through(self, demo: Path, tmp_path: Path) -> None:
+        mine = tmp_path / "mine.md"
+        mine.write_text("my notes\n")
+        link = tmp_path / "link.md"
+        link.symlink_to(mine)
+        assert run("--config", str(demo), "report", "--output", str(link), "--force")[0] == 0
+        assert mine.read_text() == "my notes\n"
+        assert not link.is_symlink() and "learnkit" in link.read_text().lower()
+
+
 class TestInsights:
     def test_json_is_stable(self, demo: Path) -> None:
         """--json emits the documented, versioned form."""
