@@ -258,7 +258,18 @@ class Writer:
         return len(self.queue) >= self.max_queue and self.broken is None
 
     async def wait_for_room(self) -> None:
-        """Wait until the queue is below ``max_queue`` (or the kit closes)."""
+        """Wait until the queue is below ``max_queue`` (or the kit closes).
+
+        A caller on another thread's event loop cannot wait on this loop's
+        event (nothing would wake it): it polls instead, for at most 30 s, as a
+        sync caller in another thread waits; its record is already queued.
+        """
+        if threading.get_ident() != self._loop_thread:
+            deadline = time.monotonic() + 30.0
+            while self.full and not self._closing and time.monotonic() < deadline:
+                self.wake()
+                await asyncio.sleep(0.005)
+            return
         while self.full and not self._closing:
             self._room.clear()
             self.wake()

@@ -124,6 +124,30 @@ class TestVolume:
             assert kit.stats.dropped == 0
         assert count(tmp_path / "learnkit.db") == 1200
 
+    async def test_async_callers_on_another_threads_loop_wait_for_room(
+        self, tmp_path: Path
+    ) -> None:
+        """An async @tracked function run by another thread's event loop, with the
+        queue full: it waits for the writer (it used to wait forever)."""
+        cfg = write_config(tmp_path, max_queue=100)
+
+        @tracked("other_loop")
+        async def work(i: int) -> int:
+            return i
+
+        def thread() -> None:
+            async def many() -> None:
+                for i in range(3_000):
+                    await work(i)
+
+            asyncio.run(asyncio.wait_for(many(), 60))
+
+        async with learnkit.open(cfg) as kit:
+            await asyncio.to_thread(thread)
+            await kit.flush()
+            assert kit.stats.dropped == 0
+        assert count(tmp_path / "learnkit.db", "op_type = 'other_loop'") == 3_000
+
 
 
 async def running_row(kit: learnkit.Kit) -> tuple[asyncio.Event, asyncio.Task[None]]:
