@@ -28,6 +28,7 @@ __all__ = [
     "normal_cdf",
     "prob_greater",
     "prob_above",
+    "prob_above_ordered",
     "sequential_evidence",
     "wilson_interval",
 ]
@@ -390,3 +391,38 @@ def restart_p_value(
 def prob_above(successes: int, failures: int, breakeven: float) -> float:
     """P(p > breakeven) for p ~ Beta(1 + successes, 1 + failures): a uniform prior."""
     return 1.0 - beta_cdf(breakeven, 1 + successes, 1 + failures)
+
+
+def prob_above_ordered(
+    successes: int, failures: int, breakeven: float, *,
+    upper: tuple[int, int] | None = None, lower: tuple[int, int] | None = None,
+) -> float:
+    """P(p > breakeven) when p is known to lie between two neighbouring rates.
+
+    Every rate has a uniform prior and its own binomial outcomes; ``upper`` and
+    ``lower`` are (successes, failures) of the neighbours that p may not exceed
+    and fall below (success monotone in the attribute: the band inside a
+    threshold succeeds at least as often as the one outside it, the one further
+    out at most as often). The order-restricted posterior of p is its own
+    Beta(1 + s, 1 + f) density times P(upper >= p) times P(lower <= p), each
+    neighbour's rate integrated out under its own Beta posterior; that is
+    integrated on a grid of 2,000 points. A neighbour given as (0, 0) is a rate
+    with nothing but its uniform prior (it still orders p); ``None``: no
+    neighbour on that side. Without neighbours it is :func:`prob_above`; with
+    two unobserved neighbours, 0.5 for every break-even of 0.5 and no outcomes.
+    """
+    import numpy as np
+    from scipy import special
+
+    n = 2000
+    x = (np.arange(n) + 0.5) / n
+    log_w = special.xlogy(successes, x) + special.xlog1py(failures, -x)
+    w = np.exp(log_w - log_w.max())
+    if upper is not None:
+        w = w * special.betaincc(1 + upper[0], 1 + upper[1], x)
+    if lower is not None:
+        w = w * special.betainc(1 + lower[0], 1 + lower[1], x)
+    total = float(w.sum())
+    if not total > 0:
+        return prob_above(successes, failures, breakeven)
+    return float(w[x > breakeven].sum()) / total

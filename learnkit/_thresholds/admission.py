@@ -76,7 +76,8 @@ def explore_probability(
     """The probability of exploring refused work ``steps`` bands beyond the limit.
 
     The band next to the limit: the learning loop's Thompson probability ``near``
-    (P(that band succeeds above break-even), from its recent explored outcomes),
+    (P(that band succeeds above break-even), from its recent explored outcomes,
+    ordered between its neighbours: see ``ThresholdController.plan_exploration``),
     at most :data:`NEAR_CAP` and at least ``explore``; ``explore`` until the loop
     has computed one for the value in force. Bands further out: ``explore``,
     divided by :data:`FAR_DECAY` per step. ``explore = 0`` turns it all off.

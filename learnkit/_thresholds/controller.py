@@ -11,7 +11,8 @@ probability ratio test against break-even, which stays valid however often it
 is looked at. A change shown to be on the wrong side is rolled back; overall
 utility before and after is reported beside it, never a reason for an undo.
 It also sets how much of the band next to each threshold is explored
-(Thompson sampling on the band's recent explored outcomes).
+(Thompson sampling on the band's recent explored outcomes, bounded by its
+neighbours' under the premise that success is monotone in the attribute).
 """
 
 from __future__ import annotations
@@ -705,14 +706,20 @@ class ThresholdController:
     async def plan_exploration(self) -> dict[str, tuple[float, float]]:
         """Set how much of the band next to each threshold ``kit.admit`` explores.
 
-        Thompson sampling, one band at a time: explore with the probability
-        that the band succeeds above break-even, given its explored outcomes
-        in the last ``window_days`` (older evidence is forgotten) and a
-        uniform prior (no borrowing from other bands); admission bounds it by
+        Thompson sampling: explore with the probability that the band succeeds
+        above break-even, given its explored outcomes in the last
+        ``window_days`` (older evidence is forgotten), a uniform prior, and the
+        threshold's own premise that success is monotone in its attribute: the
+        band may succeed no more often than the band just inside the limit (all
+        its outcomes in the window) and no less often than the band after it
+        (its explored outcomes)
+        (:func:`~learnkit._insights.statistics.prob_above_ordered`). Only
+        exploring borrows from the neighbours; every move and undo is still
+        decided on the band's own outcomes. Admission bounds the probability by
         ``explore`` below and :data:`~learnkit._thresholds.admission.NEAR_CAP`
         above. Returns and installs name -> (value in force, probability).
         """
-        from .._insights.statistics import prob_above
+        from .._insights.statistics import prob_above_ordered
 
         db = self._db
         cfg = db.config
@@ -723,17 +730,29 @@ class ThresholdController:
         for name, th in cfg.thresholds.items():
             counts = await db.store.context_counts(
                 now - lc.window_days * DAY, now, th.attribute, th.op_type or None)
-            s = f = 0
+            # [successes, failures] in the window: the band just inside the limit
+            # (all its outcomes), the band next to it outside (explored), and the
+            # one after that (explored).
+            inside, near, far = [0, 0], [0, 0], [0, 0]
             for (v, o, x), n in counts.items():
                 val = _number(v)
-                if not x or val is None or not _refused(th, val) or \
-                        steps_beyond(th, val) != 1:
+                if val is None or o not in ("success", "failure"):
                     continue
-                if o == "success":
-                    s += n
-                elif o == "failure":
-                    f += n
-            plan[name] = (float(th.value), prob_above(s, f, breakeven))
+                if not _refused(th, val):
+                    gap = th.value - val if th.limit == "max" else val - th.value
+                    if gap < th.step * (1 - 1e-9):
+                        inside[int(o == "failure")] += n
+                    continue
+                if not x:
+                    continue
+                k = steps_beyond(th, val)
+                if k == 1:
+                    near[int(o == "failure")] += n
+                elif k == 2:
+                    far[int(o == "failure")] += n
+            plan[name] = (float(th.value), prob_above_ordered(
+                near[0], near[1], breakeven,
+                upper=(inside[0], inside[1]), lower=(far[0], far[1])))
         db.exploration = plan
         return plan
 

@@ -13,6 +13,8 @@ from learnkit._insights.statistics import (
     benjamini_hochberg,
     fisher_greater,
     max_cut,
+    prob_above,
+    prob_above_ordered,
     prob_effect,
     prob_greater,
     restart_p_value,
@@ -285,3 +287,33 @@ def test_sequential_evidence_never_zero_on_large_counts() -> None:
     assert 0 < m < 1e-300
     assert 1 / m > 1e300
     assert restart_p_value([(900_000, 100_000)], 0.5, "below") == 1.0
+
+
+class TestProbAboveOrdered:
+    """P(a band's rate > break-even) when success is monotone across its neighbours."""
+
+    def test_without_neighbours_it_is_the_band_alone(self) -> None:
+        for s, f in ((0, 0), (3, 5), (9, 1)):
+            assert prob_above_ordered(s, f, 0.5) == pytest.approx(prob_above(s, f, 0.5),
+                                                                   abs=1e-3)
+
+    def test_against_monte_carlo(self) -> None:
+        """Rejection sampling of three independent Beta posteriors kept in order."""
+        rng = np.random.default_rng(0)
+        n = 400_000
+        p = rng.beta(1 + 3, 1 + 5, n)
+        up = rng.beta(1 + 22, 1 + 13, n)
+        lo = rng.beta(1 + 1, 1 + 4, n)
+        keep = (lo <= p) & (p <= up)
+        want = float(np.mean(p[keep] > 0.5))
+        got = prob_above_ordered(3, 5, 0.5, upper=(22, 13), lower=(1, 4))
+        assert got == pytest.approx(want, abs=0.01)
+
+    def test_neighbours_bound_the_band(self) -> None:
+        # Nothing explored yet, the band inside succeeds 16 of 40: at most about 40%.
+        assert prob_above_ordered(0, 0, 0.5, upper=(16, 24), lower=(0, 0)) < 0.05
+        # Two unobserved neighbours: no information either way.
+        assert prob_above_ordered(0, 0, 0.5, upper=(0, 0), lower=(0, 0)) == pytest.approx(0.5)
+        # 2 of 5 explored, but the band after it succeeded 5 of 6: it is above that.
+        alone = prob_above(2, 3, 0.5)
+        assert alone < 0.4 < prob_above_ordered(2, 3, 0.5, upper=(30, 3), lower=(5, 1))

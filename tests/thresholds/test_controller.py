@@ -599,6 +599,40 @@ class TestAdmission:
             assert len(skipped) == 6000 - sum(explored.values())
 
 
+    async def test_exploration_is_bounded_by_the_neighbouring_bands(self, tmp_path: Path) -> None:
+        """The band next to the limit succeeds no more often than the band just inside it,
+        and no less often than the one after it (success is monotone in the attribute):
+        the Thompson probability borrows that order from its neighbours."""
+        p = config(tmp_path, BASE_CONFIG.replace("value = 8", "value = 7").replace(
+            "confidence_threshold = 0.7", "confidence_threshold = 0.7\nexplore = 0.999"))
+        clock = Clock(T0)
+        async with learnkit.open(p, clock=clock, random=random.Random(1)) as kit:
+            # Complexity 7 (inside) succeeds 16 of 40; nothing of 8 explored yet. Alone,
+            # band 8 would be explored half the time; bounded by band 7, hardly ever.
+            for i in range(40):
+                kit.record("x", outcome="success" if i < 16 else "failure",
+                           started_at=T0 - DAY + 60 * i, context={"complexity": 7})
+            await kit.flush()
+            value, prob = (await kit.controller.plan_exploration())["max_complexity"]
+            assert value == 7 and prob < 0.05
+            # Complexity 7 then succeeds 30 of 33 more (46 of 73); explored, 8 succeeds 2 of
+            # 5 and 9 (the band after it) 5 of 6: band 8 is likely above break-even after all.
+            for i in range(40, 73):
+                kit.record("x", outcome="success" if i < 70 else "failure",
+                           started_at=T0 - DAY + 60 * i, context={"complexity": 7})
+            for cx, outcomes in ((8, [1, 1, 0, 0, 0]), (9, [1, 1, 1, 1, 1, 0])):
+                for ok in outcomes:
+                    clock.advance(1)
+                    while not kit.admit("x", complexity=cx).explored:  # 9: a quarter
+                        clock.advance(1)
+                    async with learnkit.track("x", complexity=cx) as op:
+                        if not ok:
+                            op.fail("TestFailure", "x")
+            await kit.flush()
+            clock.advance(1)
+            value, prob = (await kit.controller.plan_exploration())["max_complexity"]
+            assert value == 7 and prob > 0.65  # band 8 alone (2 of 5): 0.34
+
 class TestLive:
     async def test_manual_edit_reaches_running_kit(self, tmp_path: Path) -> None:
         """Editing the file changes kit.thresholds without a restart."""
