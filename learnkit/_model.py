@@ -149,19 +149,21 @@ def clean_context(context: Any) -> tuple[dict[str, Any] | None, int]:
     Never raises: a mapping that cannot even be iterated counts as one change
     and yields ``{"<context>": repr}``.
     """
-    if not context:
-        return None, 0
-    out: dict[str, Any] = {}
-    changed = 0
     try:
+        if not context:
+            return None, 0
         items = list(context.items()) if isinstance(context, Mapping) else list(
             dict(context).items())
-    except Exception:
+    except Exception:  # a mapping that cannot say whether it is empty, or iterate
         return {"<context>": bounded_repr(context)}, 1
+    out: dict[str, Any] = {}
+    changed = 0
     for k, v in items:
         if type(k) is not str or len(k) > MAX_KEY or not k.isascii():
             k2 = clean_text(k)
-            changed += k2 != k
+            # A key of another type is always changed; comparing it with its text
+            # might raise (a SQL clause's __ne__).
+            changed += k2 != k if type(k) is str else True
             k = k2
         v, bad = _clean_value(v)
         changed += bad

@@ -394,7 +394,13 @@ class track:
 
     def _exit(self, exc: BaseException | None, will_wait: bool = False) -> None:
         if self._token is not None:
-            _current.reset(self._token)
+            try:
+                _current.reset(self._token)
+            except (ValueError, RuntimeError):
+                # Exited in another context than it was entered (an async
+                # generator stepped by one task and closed by another): that
+                # context's current operation is not this block's to restore.
+                pass
             self._token = None
         if self._op is not None and self._kit is not None:
             _finish(self._op, exc, self._kit, will_wait)

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -152,6 +153,40 @@ class TestDecoratorAsync:
         assert (await last(kit))["outcome"] == "success"
         assert "key callable of k raised" in caplog.text
 
+    async def test_context_keys_that_refuse_comparison_are_not_raised(
+        self, kit: learnkit.Kit
+    ) -> None:
+        """Keys whose == and != raise (as SQL clause objects do), and a mapping whose
+        truth cannot be told: the call runs, context is kept as text."""
+
+        class Clause:
+            def __eq__(self, other: object) -> bool:
+                raise TypeError("Boolean value of this clause is not defined")
+
+            __ne__ = __eq__  # type: ignore[assignment]
+            __hash__ = object.__hash__
+
+            def __str__(self) -> str:
+                return "users.id"
+
+        class Undecided(dict[str, int]):
+            def __bool__(self) -> bool:
+                raise ValueError("ambiguous")
+
+        @tracked("clause", context=lambda x: {Clause(): x})
+        async def f(x: int) -> str:
+            return "ran"
+
+        assert await f(1) == "ran"
+        with track("block") as op:
+            op.add_context({Clause(): 2})
+        kit.record("rec", outcome="success", started_at=1000.0, context=Undecided(a=1))
+        assert await kit.flush()
+        db = kit.database.path
+        assert json.loads(rows(db, "op_type = 'clause'")[0]["context"]) == {"users.id": 1}
+        assert json.loads(rows(db, "op_type = 'block'")[0]["context"]) == {"users.id": 2}
+        assert "<context>" in rows(db, "op_type = 'rec'")[0]["context"]
+
     async def test_unprintable_exception_message(self, kit: learnkit.Kit) -> None:
         """An exception whose __str__ raises is still recorded and still propagates."""
 
@@ -234,6 +269,25 @@ class TestNoKit:
 
 
 class TestTrackBlock:
+    async def test_a_block_in_a_generator_closed_by_another_task(
+        self, kit: learnkit.Kit
+    ) -> None:
+        """An async generator holding a track() block, stepped by one task and closed
+        by another: nothing raises into the user's code and the record is kept."""
+
+        async def stream() -> Any:
+            async with track("streamed"):
+                yield 1
+                yield 2
+
+        gen = stream()
+        await asyncio.create_task(gen.__anext__())  # entered in that task's context
+        await gen.aclose()  # exited in this one
+        assert await kit.flush()
+        assert [r["outcome"] for r in rows(kit.database.path, "op_type = 'streamed'")] == [
+            "cancelled"]
+        assert learnkit.current_operation() is None
+
     async def test_block_success_with_context(self, kit: learnkit.Kit) -> None:
         """Keyword arguments and op.set() become context; key is stored."""
         async with track("run_tests", key="issue-123", complexity=7) as op:
