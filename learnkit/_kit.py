@@ -19,7 +19,7 @@ from ._alerts import Alerts
 from ._analytics import AnalyticsCollector
 from ._config import Config, LiveConfig, ThresholdConfig, load_config
 from ._database import Database
-from ._errors import KitClosedError, UnknownThresholdError, did_you_mean
+from ._errors import KitClosedError, UnknownAttributeError, UnknownThresholdError, did_you_mean
 from ._insights.generator import InsightsGenerator
 from ._model import (
     DAY,
@@ -428,8 +428,14 @@ class Kit:
             self.record(op_type, outcome="skipped", started_at=self._clock(), context=attrs,
                         error_type="Refused", error_message=why)
 
-        return admit(self.config, op_type, attrs, self._random, refuse,
-                     self.database.exploration)
+        try:
+            return admit(self.config, op_type, attrs, self._random, refuse,
+                         self.database.exploration)
+        except (UnknownAttributeError, KitClosedError):
+            raise
+        except Exception as exc:  # learnkit's fault: never in the way of the work
+            log.error("learnkit: kit.admit(%r) could not decide (%r); admitted", op_type, exc)
+            return Admission(True, reason=f"admitted: learnkit could not decide ({exc!r})")
 
     async def learn_once(self) -> LearningReport:
         """One turn of the learning loop now: analyse, judge earlier changes, apply."""

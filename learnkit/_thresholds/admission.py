@@ -64,10 +64,21 @@ def _refuses(limit: str, value: float, attr_value: Any) -> bool:
     return bool(attr_value > value) if limit == "max" else bool(attr_value < value)
 
 
+#: Steps beyond the limit for a value too far out to count (infinite, or an int
+#: no float can hold): explored with probability 0.
+_FAR = 1 << 30
+
+
 def steps_beyond(th: ThresholdConfig, attr_value: float) -> int:
     """How many ``step``s beyond the limit a refused value lies (1: the band next to it)."""
-    gap = attr_value - th.value if th.limit == "max" else th.value - attr_value
-    return max(1, math.ceil(gap / th.step - 1e-9))
+    try:
+        gap = attr_value - th.value if th.limit == "max" else th.value - attr_value
+        steps = gap / th.step - 1e-9
+    except OverflowError:  # an int beyond any float
+        return _FAR
+    if not math.isfinite(steps):
+        return _FAR
+    return max(1, min(_FAR, math.ceil(steps)))
 
 
 def explore_probability(
@@ -85,7 +96,8 @@ def explore_probability(
     if explore <= 0:
         return 0.0
     if steps > 1:
-        return explore / FAR_DECAY ** (steps - 1)
+        # (a power of 1/4 underflows to 0 far out; a power of 4 would overflow)
+        return explore * (1.0 / FAR_DECAY) ** (steps - 1)
     if near is None or near[0] != th.value:
         return explore
     return max(explore, min(NEAR_CAP, near[1]))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
+
 import learnkit
 
 from ..conftest import BASE_CONFIG, rows, write_config
@@ -56,3 +58,29 @@ class TestTwoThresholds:
         assert "max_complexity" in both[0].reason and "min_coverage" in both[0].reason
         assert sum(a.explored for a in one) > 150
         assert sum(a.explored for a in other) > 150
+
+
+class TestFarValues:
+    async def test_values_far_beyond_the_limit_are_refused_not_raised(
+        self, tmp_path: Path
+    ) -> None:
+        """1000 (a power of the decay that overflowed a float), 10**400 and infinity:
+        refused like any value beyond the limit, explored with probability 0."""
+        async with learnkit.open(explore_everything(tmp_path),
+                                 random=random.Random(3)) as kit:
+            for v in (1000, 10**400, float("inf")):
+                admissions = [kit.admit("process_issue", complexity=v) for _ in range(50)]
+                assert not any(admissions), v
+                assert admissions[0].threshold == "max_complexity"
+            assert kit.admit("process_issue", complexity=-float("inf"))
+
+    async def test_a_fault_in_admission_admits_and_logs(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """learnkit's own fault (here a damaged exploration plan) never stands in the
+        way of the work: admitted, and logged."""
+        async with learnkit.open(write_config(tmp_path)) as kit:
+            kit.database.exploration["max_complexity"] = (8.0, "not a number")  # type: ignore[assignment]
+            admission = kit.admit("process_issue", complexity=9)
+        assert admission and "could not decide" in admission.reason
+        assert "could not decide" in caplog.text
