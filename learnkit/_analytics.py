@@ -46,6 +46,9 @@ class Rate:
         return self.successes + self.failures
 
 
+#: Windows one series may hold: ten years of days (more would only fill memory).
+MAX_WINDOWS = 3660
+
 def _window(now: float, days: float, offset: float) -> tuple[float, float]:
     for name, v in (("days", days), ("offset", offset)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -172,7 +175,16 @@ class AnalyticsCollector:
     async def get_series(
         self, days: float, *, step_days: float = 1.0, top_level: bool = True
     ) -> list[Rate]:
-        """One :class:`Rate` per ``step_days`` over the last ``days``, oldest first."""
+        """One :class:`Rate` per ``step_days`` over the last ``days``, oldest first.
+
+        Raises:
+            ValueError: ``days`` or ``step_days`` is not a positive finite number,
+                or they make more than :data:`MAX_WINDOWS` windows.
+        """
+        for name, v in (("days", days), ("step_days", step_days)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
+                    0 < v < math.inf):
+                raise ValueError(f"{name} must be a positive number, got {v!r}")
         now = self.database.now()
         steps = max(1, math.ceil(days / step_days))
         return await self._series(now, step_days, steps, None, top_level)
@@ -183,6 +195,10 @@ class AnalyticsCollector:
         """The ``steps`` windows of ``step_days`` ending at ``now``, oldest first, each
         the window :meth:`get_rate` reads with ``offset = step_days * k``, all read
         in one statement."""
+        if steps > MAX_WINDOWS:
+            raise ValueError(
+                f"{steps:,} windows asked for; at most {MAX_WINDOWS:,} (ten years of days): "
+                "ask for fewer, or for longer steps")
         windows = [_window(now, step_days, step_days * k) for k in range(steps - 1, -1, -1)]
         counts = await self._store.outcome_counts_series(
             windows, op_type=op_type, top_level=top_level)

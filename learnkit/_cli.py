@@ -109,8 +109,8 @@ async def _kit(
         yield kit
 
 
-def _positive(unit: str) -> Callable[[str], float]:
-    """An argparse type: a positive, finite number of ``unit``."""
+def _positive(unit: str, most: float = math.inf) -> Callable[[str], float]:
+    """An argparse type: a positive, finite number of ``unit``, at most ``most``."""
 
     def parse(text: str) -> float:
         try:
@@ -119,12 +119,16 @@ def _positive(unit: str) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number of {unit}") from None
         if not (v > 0 and math.isfinite(v)):
             raise argparse.ArgumentTypeError(f"{unit} must be positive, got {text}")
+        if v > most:
+            raise argparse.ArgumentTypeError(
+                f"{unit} must be at most {most:g} (ten years, as learning.window_days), "
+                f"got {text}")
         return v
 
     return parse
 
 
-_days = _positive("days")
+_days = _positive("days", 3660)
 #: One default window for every analysis: the API's, the loop's and these commands'.
 WINDOW_HELP = "window in days (default: learning.window_days in learnkit.toml, 7 unless set)"
 _seconds = _positive("seconds")

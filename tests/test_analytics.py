@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 
@@ -96,6 +97,16 @@ class TestWindows:
         """A non-positive or non-numeric window is refused with the argument named."""
         with pytest.raises(ValueError, match="days|offset"):
             await kit.analytics.get_success_rate(days, offset)  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize(("days", "step"), [(1e8, 1.0), (3661, 1.0), (10.0, 1e-4),
+                                                (math.inf, 1.0), (5.0, 0.0), (-1.0, 1.0)])
+    async def test_a_series_too_long_or_malformed_is_refused_at_once(
+        self, kit: learnkit.Kit, days: float, step: float
+    ) -> None:
+        """A series holds at most ten years of daily windows (it used to build them
+        all first: a hang and gigabytes for days = 1e8)."""
+        with pytest.raises(ValueError, match="windows|days"):
+            await kit.analytics.get_series(days, step_days=step)
 
 
 class TestBreakdowns:

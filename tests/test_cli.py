@@ -342,6 +342,15 @@ class TestBadInput:
         assert code == 2
         one_error_line(capsys)
 
+    @pytest.mark.parametrize("command", ["dashboard", "report", "insights", "export"])
+    def test_days_beyond_ten_years_are_refused_at_once(
+        self, demo: Path, command: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--days 100000000 filled memory building one window a day (3 GB in 40 s)."""
+        code, _ = run("--config", str(demo), command, "--days", "100000000")
+        assert code == 2
+        assert "at most 3660" in one_error_line(capsys)
+
 
 class TestInit:
     def test_init_then_refuses_to_overwrite(
