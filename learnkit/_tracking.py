@@ -110,12 +110,21 @@ def explored_mark(op_type: str) -> float | None:
     return None
 
 
+def _ended(op: Operation, now: float) -> float:
+    """When ``op`` ended: the clock, unless it stepped back past the start (an NTP
+    correction); then the start plus the measured duration, so that no record
+    ends before it began (an import would refuse it)."""
+    if now < op.started_at:
+        return op.started_at + (op.duration or 0.0)
+    return now
+
+
 def _finish(
     op: Operation, exc: BaseException | None, kit: Recorder, will_wait: bool = False
 ) -> None:
     """Fill in the end of ``op`` and queue it; never raises."""
     op.duration = _perf() - op.t0
-    op.ended_at = kit.clock()
+    op.ended_at = _ended(op, kit.clock())
     if exc is None:
         if op.outcome == "running":
             op.outcome = "success"
@@ -254,7 +263,7 @@ def _wrap(
                 raise
             _current.reset(token)
             op.duration = _perf() - op.t0
-            op.ended_at = kit.clock()
+            op.ended_at = _ended(op, kit.clock())
             if op.outcome == "running":
                 op.outcome = "success"
             writer.live.pop(op, None)

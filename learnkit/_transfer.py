@@ -30,7 +30,7 @@ from typing import IO, Any, BinaryIO
 import attrs
 
 from ._errors import LearnkitError
-from ._model import RECORDABLE_OUTCOMES
+from ._model import MAX_TIME, RECORDABLE_OUTCOMES
 from ._storage.protocol import EXPORT_FIELDS, ExportRow, ImportRecord
 
 __all__ = [
@@ -115,6 +115,14 @@ def _time(name: str, value: Any) -> float:
         raise ValueError(f"{name} is required (Unix seconds or ISO 8601)")
     if not math.isfinite(t):
         raise ValueError(f"{name} must be finite, got {value!r}")
+    return _in_range(name, t, value)
+
+
+def _in_range(name: str, t: float, value: Any) -> float:
+    """``t`` when it lies in ``[0, MAX_TIME]``, as every record's times must."""
+    if not 0.0 <= t <= MAX_TIME:
+        raise ValueError(f"{name} {value!r} is not between 1970-01-01 and 9999-12-31 "
+                         "(Unix seconds 0 to 253402300799)")
     return t
 
 
@@ -167,11 +175,11 @@ def validate(obj: dict[str, Any]) -> ImportRecord:
     if type(op_type) is not str or not op_type:
         raise ValueError("op_type is required (a non-empty string)")
     outcome = get("outcome")
-    if outcome not in _OUTCOMES:
+    if type(outcome) is not str or outcome not in _OUTCOMES:
         raise ValueError(f"outcome {outcome!r} is not one of {', '.join(IMPORTABLE_OUTCOMES)}")
     raw: Any = get("started_at")
-    started = float(raw) if type(raw) in (int, float) and math.isfinite(raw) else _time(
-        "started_at", raw)
+    started = _in_range("started_at", float(raw), raw) if type(raw) in (int, float) and (
+        math.isfinite(raw)) else _time("started_at", raw)
     raw_end = get("ended_at")
     ended: float | None
     if outcome == "abandoned":
@@ -182,7 +190,7 @@ def validate(obj: dict[str, Any]) -> ImportRecord:
         if raw_end is None or raw_end == "":
             ended = started
         elif type(raw_end) in (int, float) and math.isfinite(raw_end):
-            ended = float(raw_end)
+            ended = _in_range("ended_at", float(raw_end), raw_end)
         else:
             ended = _time("ended_at", raw_end)
         if ended < started:
@@ -257,20 +265,36 @@ class Source:
         """Bytes read so far."""
         return 0 if self._counting is None else self._counting.position
 
-    def _text(self, raw: BinaryIO) -> IO[str]:
+    def _lines(self, raw: BinaryIO) -> IO[bytes]:
         self._counting = _Counting(raw)
-        return io.TextIOWrapper(io.BufferedReader(self._counting, 1 << 16),
-                                encoding="utf-8", newline="")
+        return io.BufferedReader(self._counting, 1 << 16)
 
 
-def _jsonl(f: IO[str], problems: Problems) -> Iterator[tuple[int, dict[str, Any]]]:
-    for number, line in enumerate(f, 1):
+def _decoded(f: IO[bytes], problems: Problems) -> Iterator[str]:
+    """The lines of ``f`` as text, one per physical line: a line that is not UTF-8
+    is reported (with the byte at fault) and given as an empty line."""
+    for number, raw in enumerate(f, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problems.add(number, f"not valid UTF-8 (byte {exc.start + 1} of the line); "
+                                 "save the file as UTF-8")
+            yield "\n"
+            continue
+        yield line.removeprefix("\ufeff") if number == 1 else line
+
+
+def _jsonl(f: IO[bytes], problems: Problems) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, line in enumerate(_decoded(f, problems), 1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             problems.add(number, f"not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        except (ValueError, RecursionError) as exc:  # a number of 5,000 digits, deep nesting
+            problems.add(number, f"not a record learnkit can read ({exc})"[:300])
             continue
         if not isinstance(obj, dict):
             problems.add(number, "each line must be a JSON object")
@@ -282,19 +306,34 @@ def _cell_value(text: str) -> Any:
     """A CSV cell as the JSON value it spells, else the text itself."""
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text
 
 
-def _csv(f: IO[str], problems: Problems) -> Iterator[tuple[int, dict[str, Any]]]:
-    reader = csv.reader(f)
-    header = next(reader, None)
+def _rows(reader: Any, problems: Problems) -> Iterator[list[str]]:
+    """The rows of a CSV reader; a row it cannot read (a cell over the csv module's
+    limit) is reported and skipped."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            problems.add(reader.line_num, f"not valid CSV ({exc})")
+            continue
+        yield row
+
+
+def _csv(f: IO[bytes], problems: Problems) -> Iterator[tuple[int, dict[str, Any]]]:
+    reader = csv.reader(_decoded(f, problems))
+    rows = _rows(reader, problems)
+    header = next(rows, None)
     if header is None:
         return
     width = len(header)
     ctx_cols = [(i, h[len("context."):]) for i, h in enumerate(header) if h.startswith("context.")]
     plain = [(i, h) for i, h in enumerate(header) if not h.startswith("context.")]
-    for row in reader:
+    for row in rows:
         number = reader.line_num
         if not row:
             continue
@@ -312,7 +351,7 @@ def _csv(f: IO[str], problems: Problems) -> Iterator[tuple[int, dict[str, Any]]]
         if "context" in obj:  # a whole JSON object in one column
             try:
                 whole = json.loads(obj["context"])
-            except ValueError:
+            except (ValueError, RecursionError):
                 whole = None
             if not isinstance(whole, dict):
                 problems.add(number, "the context column must hold a JSON object")
@@ -349,13 +388,13 @@ def read_records(
         if source.format == "parquet":
             parsed = _parquet(source.path, problems)
         else:
-            text = source._text(raw)
-            parsed = _csv(text, problems) if source.format == "csv" else _jsonl(text, problems)
+            lines = source._lines(raw)
+            parsed = _csv(lines, problems) if source.format == "csv" else _jsonl(lines, problems)
         for number, obj in parsed:
             try:
                 yield validate(obj)
-            except ValueError as exc:
-                problems.add(number, str(exc))
+            except (ValueError, TypeError, RecursionError) as exc:
+                problems.add(number, str(exc)[:300])
     if problems.count and not skip_invalid:
         raise InvalidRecords(f"{problems.count:,} invalid line(s) in {source.path}")
 

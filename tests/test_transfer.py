@@ -3,6 +3,7 @@ leave the database as it was."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -368,6 +369,76 @@ class TestValidate:
 
         with pytest.raises(ValueError, match=message.replace("(", r"\(")):
             validate(record)
+
+
+class TestHostileLines:
+    def test_every_hostile_jsonl_line_is_a_problem_with_its_number(self, tmp_path: Path) -> None:
+        """Lines that raised out of the reader (and past --skip-invalid) are reported
+        one by one; the good lines around them still import."""
+        good = json.dumps({"op_type": "a", "outcome": "success", "started_at": T})
+        f = tmp_path / "ops.jsonl"
+        f.write_bytes(b"\n".join([
+            b"\xef\xbb\xbf" + good.encode(),  # a byte order mark before line 1
+            json.dumps({"op_type": "a", "outcome": ["failure"], "started_at": T}).encode(),
+            b'{"op_type": "a", "outcome": "success", "started_at": ' + b"9" * 5000 + b"}",
+            b'{"op_type": "a", "outcome": "success", "context": ' + b"[" * 100_000 + b"}",
+            b'{"op_type": "a", "outcome": "success", "started_at": 1790000000, "key": "caf\xe9"}',
+            json.dumps({"op_type": "a", "outcome": "success", "started_at": -5}).encode(),
+            json.dumps({"op_type": "a", "outcome": "success", "started_at": 1e15}).encode(),
+            json.dumps({"op_type": "a", "outcome": "success", "started_at": T,
+                        "ended_at": "9999-12-31T23:59:59Z"}).encode(),
+            good.encode(),
+        ]) + b"\n")
+        ok, bad = parse(f)
+        assert len(ok) == 3
+        assert [p.line for p in bad] == [2, 3, 4, 5, 6, 7]
+        assert "outcome" in bad[0].message
+        assert "not valid UTF-8" in bad[3].message
+        assert all("1970-01-01" in p.message for p in bad[4:])
+
+    def test_a_csv_cell_over_the_csv_limit_is_a_problem(self, tmp_path: Path) -> None:
+        f = tmp_path / "ops.csv"
+        f.write_text("op_type,outcome,started_at,key\n"
+                     f"a,success,{T},k1\n"
+                     f'a,success,{T},"{"x" * 200_000}"\n'
+                     f"a,success,{T},k3\n")
+        ok, bad = parse(f)
+        assert [r["key"] for r in ok] == ["k1", "k3"]
+        assert [p.line for p in bad] == [3] and "not valid CSV" in bad[0].message
+
+    def test_a_clock_stepping_back_still_exports_what_imports(self, tmp_path: Path) -> None:
+        """Tracking under a clock that steps back (NTP) stored rows ending before they
+        began, which the import then refused: export then import lost them."""
+        t = [T]
+
+        def clock() -> float:
+            t[0] -= 5.0
+            return t[0]
+
+        cfg = project(tmp_path, "src")
+
+        async def work() -> None:
+            async with learnkit.open(cfg, clock=clock):
+                for _ in range(3):
+                    async with track("op"):
+                        pass
+
+        asyncio.run(work())
+        stored = sql_rows(cfg.parent / "learnkit.db")
+        assert all(r[1] >= r[0] for r in stored)
+        dump = tmp_path / "ops.jsonl"
+        assert run("--config", str(cfg), "export", "--output", str(dump))[0] == 0
+        target = project(tmp_path, "dst")
+        code, out = run("--config", str(target), "import", str(dump))
+        assert code == 0 and "imported 3 operation(s)" in out, out
+
+
+def sql_rows(db: Path) -> list[tuple[float, float]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT started_at, ended_at FROM operations").fetchall()
+    finally:
+        conn.close()
 
 
 class TestParse:
