@@ -23,6 +23,7 @@ import io
 import json
 import marshal
 import math
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -343,11 +344,11 @@ def _csv(f: IO[bytes], problems: Problems) -> Iterator[tuple[int, dict[str, Any]
         obj: dict[str, Any] = {}
         for i, h in plain:
             if i < len(row) and row[i] != "":
-                obj[h] = row[i]
+                obj[h] = _restored(row[i])
         ctx: dict[str, Any] = {}
         for i, name in ctx_cols:
             if i < len(row) and row[i] != "":
-                ctx[name] = _cell_value(row[i])
+                ctx[name] = _cell_value(_restored(row[i]))
         if "context" in obj:  # a whole JSON object in one column
             try:
                 whole = json.loads(obj["context"])
@@ -421,6 +422,23 @@ def _jsonl_line(row: ExportRow) -> str:
     return line + "\n"
 
 
+#: Text a spreadsheet would run as a formula: optional quotes, then = + - @ tab CR.
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")
+
+
+def _defused(text: str) -> str:
+    """Text as a CSV cell no spreadsheet runs as a formula (OWASP's leading quote).
+
+    Reversible: one quote is added to text that starts with any number of quotes
+    and then a formula character, and :func:`_restored` takes one away."""
+    return "'" + text if _FORMULA.match(text) else text
+
+
+def _restored(cell: str) -> str:
+    """The text :func:`_defused` made a cell of."""
+    return cell[1:] if cell.startswith("'") and _FORMULA.match(cell, 1) else cell
+
+
 def _cell(v: Any) -> str:
     """A context value as a CSV cell that reads back as the same value."""
     if v is None:
@@ -430,8 +448,8 @@ def _cell(v: Any) -> str:
             return '""'
         try:
             json.loads(v)
-        except ValueError:
-            return v
+        except (ValueError, RecursionError):
+            return _defused(v)
         return json.dumps(v, ensure_ascii=False)
     return json.dumps(v, ensure_ascii=False)
 
@@ -439,6 +457,8 @@ def _cell(v: Any) -> str:
 def _csv_scalar(v: Any) -> str:
     if v is None:
         return ""
+    if isinstance(v, str):
+        return _defused(v)
     return repr(v) if isinstance(v, float) else str(v)
 
 

@@ -4,9 +4,11 @@ leave the database as it was."""
 from __future__ import annotations
 
 import asyncio
+import csv
 import io
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import learnkit
 from learnkit import track
@@ -431,6 +435,49 @@ class TestHostileLines:
         target = project(tmp_path, "dst")
         code, out = run("--config", str(target), "import", str(dump))
         assert code == 0 and "imported 3 operation(s)" in out, out
+
+
+class TestCsvFormulas:
+    @given(st.text())
+    def test_defusing_is_undone_exactly(self, text: str) -> None:
+        from learnkit._transfer import _FORMULA, _defused, _restored
+
+        cell = _defused(text)
+        assert _restored(cell) == text
+        assert not re.match(r"[=+\-@\t\r]", cell)
+        assert cell == text or (cell == "'" + text and _FORMULA.match(text))
+
+    def test_exported_text_never_starts_a_formula_and_imports_back(
+        self, tmp_path: Path
+    ) -> None:
+        """Values written by the observed code (a message, a key, a context value) that
+        a spreadsheet would run: exported with a leading quote, imported as they were."""
+        evil = ['=HYPERLINK("http://evil","x")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)",
+                "'=already quoted"]
+        cfg = project(tmp_path, "src")
+
+        async def work() -> None:
+            async with learnkit.open(cfg) as kit:
+                for i, v in enumerate(evil):
+                    kit.record(v, outcome="failure", started_at=T + i, key=v,
+                               error_type=v, error_message=v, context={"note": v})
+
+        asyncio.run(work())
+        dump = tmp_path / "ops.csv"
+        assert run("--config", str(cfg), "export", "--output", str(dump))[0] == 0
+        with dump.open(newline="") as f:
+            cells = [c for row in csv.reader(f) for c in row]
+        assert not [c for c in cells if re.match(r"[=+\-@\t\r]", c)]
+        target = project(tmp_path, "dst")
+        assert run("--config", str(target), "import", str(dump))[0] == 0
+        conn = sqlite3.connect(target.parent / "learnkit.db")
+        try:
+            back = conn.execute("SELECT op_type, key, error_type, error_message, context"
+                                " FROM operations ORDER BY started_at").fetchall()
+        finally:
+            conn.close()
+        assert back == [(v, v, v, v, json.dumps({"note": v}, separators=(",", ":")))
+                        for v in evil]
 
 
 def sql_rows(db: Path) -> list[tuple[float, float]]:
