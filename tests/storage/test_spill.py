@@ -25,6 +25,30 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("backend")
 
 
+async def lock_after_a_first_batch(kit: learnkit.Kit, db: Path) -> sqlite3.Connection:
+    """Store one record (ids are reserved in blocks, so the next batches are
+    prepared without the lock), then hold the database's write lock."""
+    kit.record("first", outcome="success", started_at=1000.0)
+    await kit.flush()
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    return blocker
+
+
+@tracked("child")
+def _child() -> None:
+    pass
+
+
+async def until_a_commit_fails(kit: learnkit.Kit) -> None:
+    """Wait until the writer has prepared a batch and failed to commit it."""
+    for _ in range(500):
+        if kit.stats.write_errors:
+            break
+        await asyncio.sleep(0.01)
+    assert kit.stats.write_errors > 0
+
+
 def count(db: Path, where: str = "TRUE") -> int:
     return int(sql(db, f"SELECT count(*) AS n FROM operations WHERE {where}")[0]["n"])
 
@@ -152,26 +176,14 @@ class TestAcrossProcesses:
     ) -> None:
         """A parent whose running row was in a batch that never committed, and its
         children: all spilled at close, and stored linked by the next open."""
-        cfg = write_config(tmp_path, max_queue=1_000, busy_timeout=0.05)
         db = tmp_path / "learnkit.db"
-
-        @tracked("child")
-        def child() -> None:
-            pass
-
+        cfg = write_config(tmp_path, max_queue=1_000, busy_timeout=0.05)
         async with learnkit.open(cfg) as kit:
-            kit.record("first", outcome="success", started_at=1000.0)
-            await kit.flush()  # ids are reserved in blocks: the next batches need no lock
-            blocker = sqlite3.connect(db, isolation_level=None)
-            blocker.execute("BEGIN EXCLUSIVE")
+            blocker = await lock_after_a_first_batch(kit, db)
             async with learnkit.track("parent"):
                 for _ in range(300):
-                    child()
-                for _ in range(500):  # the writer prepares a batch, and its commit fails
-                    if kit.stats.write_errors:
-                        break
-                    await asyncio.sleep(0.01)
-                assert kit.stats.write_errors > 0
+                    _child()
+                await until_a_commit_fails(kit)
             await kit.aclose(timeout=0.3)
             assert kit.stats.dropped == 0
         blocker.execute("ROLLBACK")
@@ -192,25 +204,14 @@ class TestAcrossProcesses:
     ) -> None:
         """Closing inside the parent: its running row never landed and it has not
         ended, so its children are kept without a link rather than with a dangling one."""
-        cfg = write_config(tmp_path, max_queue=1_000, busy_timeout=0.05)
         db = tmp_path / "learnkit.db"
-
-        @tracked("child")
-        def child() -> None:
-            pass
-
+        cfg = write_config(tmp_path, max_queue=1_000, busy_timeout=0.05)
         async with learnkit.open(cfg) as kit:
-            kit.record("first", outcome="success", started_at=1000.0)
-            await kit.flush()
-            blocker = sqlite3.connect(db, isolation_level=None)
-            blocker.execute("BEGIN EXCLUSIVE")
+            blocker = await lock_after_a_first_batch(kit, db)
             async with learnkit.track("parent"):
                 for _ in range(3):
-                    child()
-                for _ in range(500):
-                    if kit.stats.write_errors:
-                        break
-                    await asyncio.sleep(0.01)
+                    _child()
+                await until_a_commit_fails(kit)
                 await kit.aclose(timeout=0.3)
         blocker.execute("ROLLBACK")
         blocker.close()
@@ -243,10 +244,7 @@ class TestAcrossProcesses:
             blocker.execute("BEGIN EXCLUSIVE")
             gate.set()
             await task
-            for _ in range(500):
-                if kit.stats.write_errors:
-                    break
-                await asyncio.sleep(0.01)
+            await until_a_commit_fails(kit)
             await kit.aclose(timeout=0.3)
             assert kit.stats.dropped == 1
         blocker.execute("ROLLBACK")
