@@ -163,13 +163,11 @@ def _check_output(path: Path, args: argparse.Namespace) -> None:
         raise CliError(f"{path} already exists; pass --force to replace it", 2)
 
 
-def _write_output(path: Path | None, text: str, out: IO[str],
-                  args: argparse.Namespace | None = None) -> None:
+def _write_output(path: Path | None, text: str, out: IO[str]) -> None:
+    """``text`` to stdout, or to ``path`` (checked by the caller: see _check_output)."""
     if path is None:
         out.write(text)
         return
-    if args is not None:
-        _check_output(path, args)
     # A new file renamed into place: a link at ``path`` is replaced, not written
     # through, and a reader never sees half a report.
     tmp = path.with_name(f".{path.name}.tmp")
@@ -278,12 +276,12 @@ async def cmd_report(args: argparse.Namespace, out: IO[str]) -> int:
 
     fmt = args.format or ("html" if args.output and args.output.suffix in (".html", ".htm")
                           else "md")
-    async with _kit(args) as kit:
-        snap = await collect(kit, kit.insights.window(args.days), detailed=args.detailed)
     if args.output is not None:
         _check_output(args.output, args)  # before the work, not after
+    async with _kit(args) as kit:
+        snap = await collect(kit, kit.insights.window(args.days), detailed=args.detailed)
     render = report_html if fmt == "html" else report_markdown
-    _write_output(args.output, render(snap, detailed=args.detailed), out, args)
+    _write_output(args.output, render(snap, detailed=args.detailed), out)
     return 0
 
 

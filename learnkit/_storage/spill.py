@@ -24,8 +24,9 @@ row ``abandoned``): it is counted as dropped.
 
 At close, the batches the store would not take (a lock held too long, a server
 gone) are spilled too, before what is still queued: each record under the id
-its batch had reserved, so replaying it twice, or after a commit whose reply was
-lost, cannot store it twice (the second insert is refused by the primary key).
+its batch had reserved. Before writing such records, a replay asks the store
+which of those ids already hold a row (a commit whose reply was lost, or a
+replay that stopped half way) and leaves them out, so none is stored twice.
 """
 
 from __future__ import annotations
